@@ -1,0 +1,351 @@
+"""Every contract that crosses a boundary: API models, stored records and events.
+
+One module on purpose: producers and consumers in different contexts import the same class, and
+`ragline schemas` exports all of them to docs/ (a test fails when the committed files drift).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+SCHEMA_VERSION = "1.0"
+DEFAULT_COLLECTION = "default"
+
+GroupName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
+MetadataValue = str | int | float | bool
+CollectionName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors: a typo in a request must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------------------------
+# Identity
+# --------------------------------------------------------------------------------------------
+
+
+class Principal(Strict):
+    """Who is calling, as the authorizer saw it."""
+
+    user_id: str
+    groups: frozenset[str] = frozenset()
+    tenant: str | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Documents and chunks (stored records)
+# --------------------------------------------------------------------------------------------
+
+
+class DocumentStatus(StrEnum):
+    RECEIVED = "received"
+    CHUNKED = "chunked"
+    INDEXED = "indexed"
+    FAILED = "failed"
+
+
+class ContentType(StrEnum):
+    TEXT = "text/plain"
+    MARKDOWN = "text/markdown"
+
+
+class Document(Strict):
+    id: str
+    version: int = Field(ge=1)
+    collection: str = DEFAULT_COLLECTION
+    title: str
+    content_type: ContentType
+    content_hash: str = Field(description="sha256 of the original bytes, hex")
+    size_bytes: int = Field(ge=0)
+    allowed_groups: list[str]
+    tenant: str | None = None
+    owner: str
+    metadata: dict[str, MetadataValue] = {}
+    status: DocumentStatus
+    chunk_count: int | None = Field(default=None, description="Chunks produced by parsing, once chunked")
+    indexed_count: int | None = Field(default=None, description="Chunks written to the index, once indexed")
+    failure_reason: str | None = None
+    correlation_id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class Chunk(Strict):
+    document_id: str
+    version: int
+    ordinal: int = Field(ge=0)
+    collection: str
+    title: str
+    text: str
+    token_count: int = Field(ge=0, description="Tokens of the embedding model's tokenizer")
+    heading_path: list[str] = []
+    char_start: int = Field(ge=0, description="Offset into the parsed text")
+    char_end: int = Field(ge=0)
+    allowed_groups: list[str]
+    tenant: str | None = None
+    metadata: dict[str, MetadataValue] = {}
+
+    @property
+    def chunk_id(self) -> str:
+        return chunk_id(self.document_id, self.version, self.ordinal)
+
+
+def chunk_id(document_id: str, version: int, ordinal: int) -> str:
+    return f"{document_id}:v{version}:{ordinal}"
+
+
+# --------------------------------------------------------------------------------------------
+# Events (EventBridge envelope; the same envelope is used on SQS so consumers parse one shape)
+# --------------------------------------------------------------------------------------------
+
+
+class EventMetadata(Strict):
+    schema_version: str = SCHEMA_VERSION
+    correlation_id: str
+    idempotency_key: str = Field(description="Stable for one logical event; consumers dedupe on it")
+    occurred_at: datetime = Field(default_factory=utcnow)
+
+
+class EventDetail(Strict):
+    SOURCE: ClassVar[str]
+    DETAIL_TYPE: ClassVar[str]
+
+    metadata: EventMetadata
+
+
+class DocumentUploaded(EventDetail):
+    """A document version was stored and waits to be parsed."""
+
+    SOURCE: ClassVar[str] = "ragline.ingest"
+    DETAIL_TYPE: ClassVar[str] = "DocumentUploaded"
+
+    document_id: str
+    version: int
+    collection: str
+    raw_key: str = Field(description="Key of the original in the raw documents bucket")
+    content_type: ContentType
+
+
+class ChunksReady(EventDetail):
+    """Chunks of a document version were written and wait to be embedded (claim check: the chunks
+    live in the parsed bucket, the message only points at them, so size limits never bite)."""
+
+    SOURCE: ClassVar[str] = "ragline.ingest"
+    DETAIL_TYPE: ClassVar[str] = "ChunksReady"
+
+    document_id: str
+    version: int
+    collection: str
+    chunks_key: str = Field(description="Key of the JSON Lines chunk file in the parsed documents bucket")
+    chunk_count: int
+
+
+class DocumentIndexed(EventDetail):
+    SOURCE: ClassVar[str] = "ragline.index"
+    DETAIL_TYPE: ClassVar[str] = "DocumentIndexed"
+
+    document_id: str
+    version: int
+    collection: str
+    indexed_count: int
+
+
+class DocumentFailed(EventDetail):
+    """Published by whichever context failed; the envelope's source is `ragline.<stage>`."""
+
+    SOURCE: ClassVar[str] = "ragline.ingest"
+    DETAIL_TYPE: ClassVar[str] = "DocumentFailed"
+
+    document_id: str
+    version: int
+    stage: Literal["ingest", "index"]
+    code: str
+    reason: str
+
+    @property
+    def source(self) -> str:
+        return f"ragline.{self.stage}"
+
+
+D = TypeVar("D", bound=EventDetail)
+
+
+class EventEnvelope(BaseModel, Generic[D]):
+    """The shape EventBridge delivers to targets (and that Ragline puts on SQS directly)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    version: str = "0"
+    id: str = Field(default_factory=new_id)
+    detail_type: str = Field(alias="detail-type")
+    source: str
+    account: str = "000000000000"
+    time: datetime = Field(default_factory=utcnow)
+    region: str = "us-east-1"
+    resources: list[str] = []
+    detail: D
+
+    @classmethod
+    def wrap(cls, detail: D) -> EventEnvelope[D]:
+        return cls(detail_type=detail.DETAIL_TYPE, source=event_source(detail), detail=detail)
+
+
+def event_source(detail: EventDetail) -> str:
+    return getattr(detail, "source", detail.SOURCE)
+
+
+EVENT_TYPES: tuple[type[EventDetail], ...] = (DocumentUploaded, ChunksReady, DocumentIndexed, DocumentFailed)
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP API
+# --------------------------------------------------------------------------------------------
+
+
+class ErrorBody(Strict):
+    code: str = Field(description="Machine-readable, stable: clients branch on it", examples=["validation_error"])
+    message: str = Field(description="For humans")
+    details: list[dict[str, Any]] = []
+
+
+class ErrorResponse(Strict):
+    error: ErrorBody
+
+
+class CreateDocumentRequest(Strict):
+    title: str = Field(min_length=1, max_length=512)
+    text: str = Field(min_length=1, description="The document body (inline upload)")
+    content_type: ContentType = ContentType.MARKDOWN
+    allowed_groups: list[GroupName] = Field(min_length=1, max_length=100)
+    collection: CollectionName = DEFAULT_COLLECTION
+    metadata: dict[Annotated[str, StringConstraints(max_length=64)], MetadataValue] = Field(
+        default={}, max_length=50
+    )
+
+
+class CreateDocumentResponse(Strict):
+    document_id: str
+    version: int
+    status: DocumentStatus
+    correlation_id: str
+
+
+class DocumentView(Strict):
+    id: str
+    version: int
+    collection: str
+    title: str
+    content_type: ContentType
+    content_hash: str
+    size_bytes: int
+    allowed_groups: list[str]
+    metadata: dict[str, MetadataValue]
+    status: DocumentStatus
+    chunk_count: int | None
+    indexed_count: int | None
+    failure_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, document: Document) -> DocumentView:
+        return cls.model_validate(document.model_dump(include=set(cls.model_fields)))
+
+
+class SearchMode(StrEnum):
+    HYBRID = "hybrid"
+    KEYWORD = "keyword"
+    VECTOR = "vector"
+
+
+class SearchRequest(Strict):
+    query: str = Field(min_length=1, max_length=2000)
+    top_k: int = Field(default=5, ge=1, le=50)
+    collection: CollectionName | None = None
+    mode: SearchMode = SearchMode.HYBRID
+    metadata: dict[str, MetadataValue] = Field(default={}, description="Equality filters on document metadata")
+
+
+class SearchHit(Strict):
+    chunk_id: str
+    document_id: str
+    version: int
+    ordinal: int
+    title: str
+    heading_path: list[str]
+    text: str
+    score: float
+    char_start: int
+    char_end: int
+
+
+class SearchResponse(Strict):
+    hits: list[SearchHit]
+
+
+class AnswerRequest(Strict):
+    question: str = Field(min_length=1, max_length=4000)
+    top_k: int = Field(default=5, ge=1, le=20)
+    collection: CollectionName | None = None
+    max_tokens: int = Field(default=256, ge=1, le=2048)
+
+
+class Citation(Strict):
+    marker: int = Field(description="The [n] the answer uses for this chunk")
+    chunk_id: str
+    document_id: str
+    version: int
+    ordinal: int
+    title: str
+    heading_path: list[str]
+
+
+class Usage(Strict):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class TokenEvent(Strict):
+    text: str
+
+
+class CitationsEvent(Strict):
+    citations: list[Citation]
+
+
+class DoneEvent(Strict):
+    usage: Usage
+    finish_reason: str
+
+
+class AnswerResponse(Strict):
+    """The non-streaming form (Accept: application/json)."""
+
+    answer: str
+    citations: list[Citation]
+    usage: Usage
+    finish_reason: str
+
+
+ANSWER_STREAM_EVENTS: dict[str, type[BaseModel]] = {
+    "token": TokenEvent,
+    "citations": CitationsEvent,
+    "done": DoneEvent,
+    "error": ErrorBody,
+}

@@ -1,0 +1,58 @@
+"""What every search index adapter provides. Domain code depends on this, never on an engine."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ragline.contracts import Chunk, MetadataValue, Principal
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Applied inside the engine's query (pre-filtering), never to results afterwards.
+
+    An empty `groups_any` matches nothing: a caller with no groups sees no chunk."""
+
+    groups_any: frozenset[str]
+    tenant: str | None = None
+    collection: str | None = None
+    metadata: Mapping[str, MetadataValue] = field(default_factory=dict)
+
+    @classmethod
+    def for_principal(
+        cls, principal: Principal, *, collection: str | None = None, metadata: Mapping[str, MetadataValue] | None = None
+    ) -> SearchFilter:
+        return cls(
+            groups_any=principal.groups, tenant=principal.tenant, collection=collection, metadata=metadata or {}
+        )
+
+
+@dataclass(frozen=True)
+class IndexedChunk:
+    chunk: Chunk
+    vector: Sequence[float]
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    chunk: Chunk
+    score: float
+
+
+class SearchIndex(Protocol):
+    def ensure_index(self) -> None:
+        """Create the index (or table) and its mapping if missing; idempotent."""
+
+    def upsert(self, items: Sequence[IndexedChunk]) -> None:
+        """Write chunks keyed by chunk id; re-writing a chunk replaces it."""
+
+    def delete_document(self, document_id: str, version: int | None = None) -> int:
+        """Remove a document's chunks (one version, or all); returns how many were removed."""
+
+    def keyword_search(self, query: str, flt: SearchFilter, k: int) -> list[ScoredChunk]:
+        """BM25 over chunk text (and title), best first."""
+
+    def vector_search(self, vector: Sequence[float], flt: SearchFilter, k: int) -> list[ScoredChunk]:
+        """Approximate nearest neighbours by cosine similarity, best first."""

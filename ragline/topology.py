@@ -1,0 +1,164 @@
+"""What the platform is made of, in one place: functions, routes, queues, rules, buckets, tables.
+
+The CDK app builds AWS resources from these specs and the local platform builds the moto resources
+and its gateway routes from the same specs, so local and AWS cannot drift apart silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ragline.contracts import ChunksReady, DocumentFailed, DocumentIndexed, DocumentUploaded
+
+BUS_NAME = "ragline"
+BUCKETS = ("raw", "parsed")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    partition_key: str
+    sort_key: str | None = None
+    ttl_attribute: str | None = None
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    visibility_timeout_s: int
+    max_receive_count: int = 3
+    batch_size: int = 10
+    # Seconds the consumer may spend on a batch; the queue's visibility timeout is kept above it.
+    consumer_timeout_s: int = 60
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    method: str
+    path: str
+    streaming: bool = False
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str
+    context: str
+    handler: str  # module.function for Lambda; module:app for the streaming ASGI app
+    routes: tuple[RouteSpec, ...] = ()
+    queue: str | None = None
+    memory_mb: int = 512
+    timeout_s: int = 30
+    asgi: bool = False
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    name: str
+    source: str
+    detail_types: tuple[str, ...]
+    queue: str
+
+
+@dataclass(frozen=True)
+class Topology:
+    tables: tuple[TableSpec, ...]
+    queues: tuple[QueueSpec, ...]
+    rules: tuple[RuleSpec, ...]
+    functions: tuple[FunctionSpec, ...] = field(default=())
+
+    def queue(self, name: str) -> QueueSpec:
+        return next(q for q in self.queues if q.name == name)
+
+    def function(self, name: str) -> FunctionSpec:
+        return next(f for f in self.functions if f.name == name)
+
+    def consumer_of(self, queue: str) -> FunctionSpec:
+        return next(f for f in self.functions if f.queue == queue)
+
+
+TOPOLOGY = Topology(
+    tables=(TableSpec(name="documents", partition_key="id"),),
+    queues=(
+        QueueSpec(name="ingest", visibility_timeout_s=360, batch_size=5, consumer_timeout_s=300),
+        QueueSpec(name="index", visibility_timeout_s=360, batch_size=5, consumer_timeout_s=300),
+        QueueSpec(name="ingest-status", visibility_timeout_s=60, batch_size=10, consumer_timeout_s=30),
+    ),
+    rules=(
+        RuleSpec(
+            name="uploaded-to-ingest",
+            source=DocumentUploaded.SOURCE,
+            detail_types=(DocumentUploaded.DETAIL_TYPE,),
+            queue="ingest",
+        ),
+        RuleSpec(
+            name="index-outcome-to-ingest-status",
+            source=DocumentIndexed.SOURCE,
+            detail_types=(DocumentIndexed.DETAIL_TYPE, DocumentFailed.DETAIL_TYPE),
+            queue="ingest-status",
+        ),
+    ),
+    functions=(
+        FunctionSpec(
+            name="ingest-api",
+            context="ingest",
+            handler="functions.ingest.handlers.api.handler",
+            routes=(RouteSpec("POST", "/v1/documents"), RouteSpec("GET", "/v1/documents/{document_id}")),
+        ),
+        FunctionSpec(
+            name="ingest-worker",
+            context="ingest",
+            handler="functions.ingest.handlers.worker.handler",
+            queue="ingest",
+            memory_mb=1024,
+            timeout_s=300,
+        ),
+        FunctionSpec(
+            name="ingest-status",
+            context="ingest",
+            handler="functions.ingest.handlers.status.handler",
+            queue="ingest-status",
+        ),
+        FunctionSpec(
+            name="index-worker",
+            context="index",
+            handler="functions.index.handlers.worker.handler",
+            queue="index",
+            memory_mb=1024,
+            timeout_s=300,
+        ),
+        FunctionSpec(
+            name="retrieve-api",
+            context="retrieve",
+            handler="functions.retrieve.handlers.api.handler",
+            routes=(RouteSpec("POST", "/v1/search"),),
+        ),
+        FunctionSpec(
+            name="retrieve-invoke",
+            context="retrieve",
+            handler="functions.retrieve.handlers.invoke.handler",
+        ),
+        FunctionSpec(
+            name="context-answers",
+            context="context",
+            handler="functions.context.app:app",
+            routes=(RouteSpec("POST", "/v1/answers", streaming=True),),
+            asgi=True,
+            memory_mb=1024,
+            timeout_s=120,
+        ),
+    ),
+)
+
+
+
+def physical_name(name: str) -> str:
+    """Resource names on the local platform (CDK lets CloudFormation name them in AWS)."""
+    return f"ragline-{name}"
+
+
+def dlq_name(queue: str) -> str:
+    return physical_name(f"{queue}-dlq")
+
+
+# ChunksReady goes from ingest straight to the index queue (point to point, not via the bus).
+POINT_TO_POINT = {ChunksReady.DETAIL_TYPE: "index"}
