@@ -22,10 +22,17 @@ class SearchFilter:
 
     @classmethod
     def for_principal(
-        cls, principal: Principal, *, collection: str | None = None, metadata: Mapping[str, MetadataValue] | None = None
+        cls,
+        principal: Principal,
+        *,
+        collection: str | None = None,
+        metadata: Mapping[str, MetadataValue] | None = None,
     ) -> SearchFilter:
         return cls(
-            groups_any=principal.groups, tenant=principal.tenant, collection=collection, metadata=metadata or {}
+            groups_any=principal.groups,
+            tenant=principal.tenant,
+            collection=collection,
+            metadata=metadata or {},
         )
 
 

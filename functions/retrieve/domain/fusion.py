@@ -1,0 +1,42 @@
+"""Reciprocal rank fusion: combines ranked lists by rank alone, so BM25 and cosine scores, which
+live on different scales, never have to be compared (Cormack et al., 2009)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ragline.search.port import ScoredChunk
+
+
+def rrf(
+    lists: Sequence[Sequence[ScoredChunk]], *, k: int = 60, weights: Sequence[float] | None = None
+) -> list[ScoredChunk]:
+    """Fused list, best first; each chunk's score is sum(weight / (k + rank)) over the lists it is in.
+
+    Chunks are keyed by chunk id; a chunk repeated within one list counts once, at its best rank.
+    Ties go to the chunk with the better best rank, then to the one seen first (earlier list, then
+    earlier position), so the order is deterministic."""
+    if k <= 0:
+        raise ValueError("k must be positive")
+    if weights is None:
+        weights = [1.0] * len(lists)
+    if len(weights) != len(lists):
+        raise ValueError(f"{len(weights)} weights for {len(lists)} lists")
+
+    scores: dict[str, float] = {}
+    best_rank: dict[str, int] = {}
+    first: dict[str, ScoredChunk] = {}
+    for ranked, weight in zip(lists, weights, strict=True):
+        seen: set[str] = set()
+        for rank, item in enumerate(ranked, start=1):
+            cid = item.chunk.chunk_id
+            if cid in seen:
+                continue
+            seen.add(cid)
+            scores[cid] = scores.get(cid, 0.0) + weight / (k + rank)
+            best_rank[cid] = min(best_rank.get(cid, rank), rank)
+            first.setdefault(cid, item)
+
+    order = {cid: position for position, cid in enumerate(first)}
+    ranked_ids = sorted(scores, key=lambda cid: (-scores[cid], best_rank[cid], order[cid]))
+    return [ScoredChunk(chunk=first[cid].chunk, score=scores[cid]) for cid in ranked_ids]

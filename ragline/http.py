@@ -1,0 +1,81 @@
+"""HTTP errors in one place: every API handler answers failures as `ErrorResponse`.
+
+`install_error_handlers(app)` maps request validation to 422, Powertools' ServiceErrors (401, 404,
+...) to their status, and anything else to a logged 500 that reveals nothing."""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import ServiceError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from ragline.contracts import ErrorBody, ErrorResponse
+
+_log = logging.getLogger(__name__)
+
+# Stable codes for the statuses Powertools' ServiceError subclasses carry.
+_CODES = {
+    HTTPStatus.BAD_REQUEST: "bad_request",
+    HTTPStatus.UNAUTHORIZED: "unauthorized",
+    HTTPStatus.FORBIDDEN: "forbidden",
+    HTTPStatus.NOT_FOUND: "not_found",
+    HTTPStatus.REQUEST_TIMEOUT: "timeout",
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "payload_too_large",
+    HTTPStatus.INTERNAL_SERVER_ERROR: "internal_error",
+    HTTPStatus.SERVICE_UNAVAILABLE: "unavailable",
+}
+
+
+def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return ErrorResponse(error=ErrorBody(code=code, message=message, details=details or [])).model_dump(
+        mode="json"
+    )
+
+
+def error_response(
+    status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+) -> Response:
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps(error_body(code, message, details)),
+    )
+
+
+def validation_details(errors: Any) -> list[dict[str, Any]]:
+    """Pydantic errors without the rejected input or library URLs (they may echo secrets)."""
+    return [
+        {
+            "loc": [str(part) for part in error.get("loc", ())],
+            "type": error.get("type"),
+            "msg": error.get("msg"),
+        }
+        for error in errors
+    ]
+
+
+def install_error_handlers(app: APIGatewayRestResolver, logger: Logger | None = None) -> None:
+    @app.exception_handler(RequestValidationError)
+    def _invalid(exc: RequestValidationError) -> Response:
+        return error_response(
+            HTTPStatus.UNPROCESSABLE_ENTITY,
+            "validation_error",
+            "The request is invalid",
+            validation_details(exc.errors()),
+        )
+
+    # NotFoundError (no route, or raised by a route) and UnauthorizedError are ServiceErrors.
+    @app.exception_handler(ServiceError)
+    def _service_error(exc: ServiceError) -> Response:
+        return error_response(exc.status_code, _CODES.get(exc.status_code, "error"), exc.msg)
+
+    @app.exception_handler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        (logger or _log).exception("unhandled error")
+        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "Internal server error")
