@@ -1,0 +1,144 @@
+"""Index's use case: embed the chunks a ChunksReady points at and write them to the search index.
+
+Index reads the parsed bucket (claim check) and writes the search index; it never touches the
+documents table. It reports the outcome as an event (DocumentIndexed / DocumentFailed, source
+ragline.index) and ingest applies it to the document's record."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from ragline.contracts import Chunk, ChunksReady, DocumentFailed, DocumentIndexed, EventDetail, EventMetadata
+from ragline.search.port import IndexedChunk, SearchIndex
+
+from .errors import ChunksInvalid, DimensionMismatch, IndexingFailed
+
+# --------------------------------------------------------------------------------------------
+# Ports
+# --------------------------------------------------------------------------------------------
+
+
+class ChunkSource(Protocol):
+    def read(self, key: str) -> list[Chunk]:
+        """The chunks stored under `key`; ChunksNotFound / ChunksInvalid when they cannot be had."""
+
+
+class Embedder(Protocol):
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text, in order. Permanent refusals raise EmbeddingRejected."""
+
+
+class EventPublisher(Protocol):
+    def publish(self, detail: EventDetail) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Service
+# --------------------------------------------------------------------------------------------
+
+
+class IndexOutcome(StrEnum):
+    INDEXED = "indexed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class IndexResult:
+    outcome: IndexOutcome
+    indexed_count: int = 0
+    reason: str | None = None
+
+
+class IndexService:
+    def __init__(
+        self,
+        chunks: ChunkSource,
+        embedder: Embedder,
+        index: SearchIndex,
+        publisher: EventPublisher,
+        *,
+        dimension: int,
+        batch_size: int = 32,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self._chunks = chunks
+        self._embedder = embedder
+        self._index = index
+        self._publisher = publisher
+        self._dimension = dimension
+        self._batch_size = batch_size
+
+    def index(self, event: ChunksReady) -> IndexResult:
+        """Idempotent: chunks are upserted by chunk id, so a redelivered message rewrites the same
+        rows and publishes the same DocumentIndexed (same idempotency key). Transient errors propagate."""
+        correlation_id = event.metadata.correlation_id
+        try:
+            chunks = self._chunks.read(event.chunks_key)
+            self._check(event, chunks)
+            written = 0
+            for start in range(0, len(chunks), self._batch_size):
+                batch = chunks[start : start + self._batch_size]
+                vectors = self._embed(batch)
+                self._index.upsert(
+                    [IndexedChunk(chunk=c, vector=v) for c, v in zip(batch, vectors, strict=True)]
+                )
+                written += len(batch)
+        except IndexingFailed as exc:
+            self._publisher.publish(
+                DocumentFailed(
+                    metadata=EventMetadata(
+                        correlation_id=correlation_id,
+                        idempotency_key=f"{event.document_id}:v{event.version}:failed-index",
+                    ),
+                    document_id=event.document_id,
+                    version=event.version,
+                    stage="index",
+                    code=exc.code,
+                    reason=str(exc),
+                )
+            )
+            return IndexResult(IndexOutcome.FAILED, reason=f"{exc.code}: {exc}")
+        if event.version > 1:  # the new version replaces the previous one in search results
+            self._index.delete_document(event.document_id, event.version - 1)
+        self._publisher.publish(
+            DocumentIndexed(
+                metadata=EventMetadata(
+                    correlation_id=correlation_id,
+                    idempotency_key=f"{event.document_id}:v{event.version}:indexed",
+                ),
+                document_id=event.document_id,
+                version=event.version,
+                collection=event.collection,
+                indexed_count=written,
+            )
+        )
+        return IndexResult(IndexOutcome.INDEXED, indexed_count=written)
+
+    @staticmethod
+    def _check(event: ChunksReady, chunks: list[Chunk]) -> None:
+        if len(chunks) != event.chunk_count:
+            raise ChunksInvalid(
+                f"{event.chunks_key} holds {len(chunks)} chunks, the message says {event.chunk_count}"
+            )
+        strangers = [
+            c.chunk_id for c in chunks if (c.document_id, c.version) != (event.document_id, event.version)
+        ]
+        if strangers:
+            raise ChunksInvalid(
+                f"{event.chunks_key} holds chunks of another document version: {strangers[0]}"
+            )
+
+    def _embed(self, batch: Sequence[Chunk]) -> list[list[float]]:
+        vectors = self._embedder.embed([chunk.text for chunk in batch])
+        if len(vectors) != len(batch):
+            raise DimensionMismatch(f"sent {len(batch)} texts, got {len(vectors)} vectors")
+        wrong = next((len(v) for v in vectors if len(v) != self._dimension), None)
+        if wrong is not None:
+            raise DimensionMismatch(
+                f"the index holds {self._dimension}-dimensional vectors, the embedder gave {wrong}"
+            )
+        return vectors

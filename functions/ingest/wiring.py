@@ -1,0 +1,152 @@
+"""Builds ingest's adapters and services from settings, once per container.
+
+Each function needs only its own service (the API never loads the tokenizer, the status consumer
+needs only the table), so there is one builder and one cached accessor per service:
+
+    document_service()  -> DocumentService   (ingest-api)
+    chunking_service()  -> ChunkingService   (ingest-worker)
+    status_service()    -> StatusService     (ingest-status)
+
+The accessors build on first use from `get_settings()` and keep the result for the container's life.
+Tests call the `build_*` functions (or `build`, for all three) with moto-backed clients or fakes and
+hand the result to the handler factories; nothing patches this module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from functions.ingest.adapters.blob_store import S3BlobStore
+from functions.ingest.adapters.documents_table import DynamoDocumentRepository
+from functions.ingest.domain.chunking import Chunker, TokenCounter
+from functions.ingest.domain.service import (
+    ChunkingService,
+    DocumentRepository,
+    DocumentService,
+    EventPublisher,
+    MessageSender,
+    StatusService,
+)
+from ragline import aws
+from ragline.events import EventBridgePublisher, SqsSender
+from ragline.settings import Settings, get_settings
+
+
+def _documents(settings: Settings, dynamodb: Any) -> DocumentRepository:
+    return DynamoDocumentRepository(dynamodb or aws.client("dynamodb", settings), settings.documents_table)
+
+
+def _publisher(settings: Settings, events: Any) -> EventPublisher:
+    return EventBridgePublisher(events or aws.client("events", settings), settings.event_bus)
+
+
+def default_tokenizer(settings: Settings) -> TokenCounter:
+    from functions.ingest.adapters.tokenizer import HfTokenCounter
+
+    if not settings.embedding_tokenizer:
+        raise ValueError("RAGLINE_EMBEDDING_TOKENIZER must point at the embedding model's tokenizer.json")
+    return HfTokenCounter.from_file(settings.embedding_tokenizer)
+
+
+def build_document_service(
+    settings: Settings,
+    *,
+    s3: Any = None,
+    dynamodb: Any = None,
+    events: Any = None,
+    publisher: EventPublisher | None = None,
+) -> DocumentService:
+    return DocumentService(
+        _documents(settings, dynamodb),
+        S3BlobStore(s3 or aws.client("s3", settings), settings.raw_bucket),
+        publisher or _publisher(settings, events),
+        max_inline_bytes=settings.max_inline_bytes,
+    )
+
+
+def build_chunking_service(
+    settings: Settings,
+    *,
+    s3: Any = None,
+    dynamodb: Any = None,
+    events: Any = None,
+    sqs: Any = None,
+    tokenizer: TokenCounter | None = None,
+    publisher: EventPublisher | None = None,
+    index_queue: MessageSender | None = None,
+) -> ChunkingService:
+    s3 = s3 or aws.client("s3", settings)
+    if index_queue is None:
+        if not settings.index_queue_url:
+            raise ValueError("RAGLINE_INDEX_QUEUE_URL is required by the ingest worker")
+        index_queue = SqsSender(sqs or aws.client("sqs", settings), settings.index_queue_url)
+    return ChunkingService(
+        _documents(settings, dynamodb),
+        S3BlobStore(s3, settings.raw_bucket),
+        S3BlobStore(s3, settings.parsed_bucket),
+        publisher or _publisher(settings, events),
+        index_queue,
+        Chunker(
+            tokenizer or default_tokenizer(settings), settings.chunk_max_tokens, settings.chunk_overlap_tokens
+        ),
+    )
+
+
+def build_status_service(settings: Settings, *, dynamodb: Any = None) -> StatusService:
+    return StatusService(_documents(settings, dynamodb))
+
+
+@dataclass(frozen=True)
+class IngestServices:
+    documents: DocumentService
+    chunking: ChunkingService
+    status: StatusService
+
+
+def build(
+    settings: Settings,
+    *,
+    s3: Any = None,
+    dynamodb: Any = None,
+    events: Any = None,
+    sqs: Any = None,
+    tokenizer: TokenCounter | None = None,
+    publisher: EventPublisher | None = None,
+    index_queue: MessageSender | None = None,
+) -> IngestServices:
+    """All three services over the same clients (tests, the local platform)."""
+    s3 = s3 or aws.client("s3", settings)
+    dynamodb = dynamodb or aws.client("dynamodb", settings)
+    events = events or aws.client("events", settings)
+    return IngestServices(
+        documents=build_document_service(
+            settings, s3=s3, dynamodb=dynamodb, events=events, publisher=publisher
+        ),
+        chunking=build_chunking_service(
+            settings,
+            s3=s3,
+            dynamodb=dynamodb,
+            events=events,
+            sqs=sqs,
+            tokenizer=tokenizer,
+            publisher=publisher,
+            index_queue=index_queue,
+        ),
+        status=build_status_service(settings, dynamodb=dynamodb),
+    )
+
+
+@cache
+def document_service() -> DocumentService:
+    return build_document_service(get_settings())
+
+
+@cache
+def chunking_service() -> ChunkingService:
+    return build_chunking_service(get_settings())
+
+
+@cache
+def status_service() -> StatusService:
+    return build_status_service(get_settings())
