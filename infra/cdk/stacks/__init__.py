@@ -1,0 +1,1 @@
+"""One stack per bounded context, plus the shared platform, the models and the API."""

@@ -1,0 +1,125 @@
+"""Index: the OpenSearch domain, the index worker, and the roles of every search client.
+
+The domain's resource policy names the exact roles allowed to call it, so those roles must exist
+before the domain and in its stack (CloudFormation validates the principals; a role defined in the
+RetrieveStack would make IndexStack and RetrieveStack depend on each other). This stack therefore
+creates the roles of the functions in SEARCH_ACCESS and hands the retrieve ones to RetrieveStack,
+which attaches everything else they need. Writers get write actions; readers only GET/POST/HEAD.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_opensearchservice as opensearch
+from constructs import Construct
+
+from infra.cdk.config import DeployConfig
+from infra.cdk.constructs.function import RaglineFunction, context_functions, lambda_role
+from infra.cdk.environment import env
+from infra.cdk.stacks.ingest import IngestStack
+from infra.cdk.stacks.models import ModelsStack
+from infra.cdk.stacks.platform import PlatformStack
+from ragline.topology import TOPOLOGY
+
+CONTEXT = "index"
+SEARCH_READ_ACTIONS = ("es:ESHttpGet", "es:ESHttpPost", "es:ESHttpHead")
+SEARCH_WRITE_ACTIONS = (*SEARCH_READ_ACTIONS, "es:ESHttpPut", "es:ESHttpDelete", "es:ESHttpPatch")
+# Which bounded contexts may call the domain, and how.
+SEARCH_ACCESS = {"index": SEARCH_WRITE_ACTIONS, "retrieve": SEARCH_READ_ACTIONS}
+
+
+def search_environment(domain: opensearch.Domain, models: ModelsStack) -> dict[str, str]:
+    """What every search client reads: the backend, the domain URL and the embedding endpoint."""
+    return env(
+        search_backend="opensearch",
+        opensearch_endpoint=f"https://{domain.domain_endpoint}",
+        embedding_backend="sagemaker",
+        embedding_endpoint=models.endpoints["embedding"].endpoint_name,
+    )
+
+
+class IndexStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeployConfig,
+        platform: PlatformStack,
+        ingest: IngestStack,
+        models: ModelsStack,
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.search_roles: dict[str, iam.Role] = {
+            spec.name: lambda_role(self, spec) for spec in TOPOLOGY.functions if spec.context in SEARCH_ACCESS
+        }
+        self.domain = self._domain(config)
+        self.search_environment = search_environment(self.domain, models)
+
+        self.functions: dict[str, RaglineFunction] = context_functions(
+            self,
+            CONTEXT,
+            config=config,
+            environment={
+                **self.search_environment,
+                **env(
+                    parsed_bucket=ingest.buckets["parsed"].bucket_name, event_bus=platform.bus.event_bus_name
+                ),
+            },
+            queues=platform.queues,
+            roles=self.search_roles,
+        )
+        for fn in self.functions.values():
+            ingest.buckets["parsed"].grant_read(fn.role)  # claim check: chunks are stored, not sent
+            platform.bus.grant_put_events_to(fn.role)
+            models.grant_invoke("embedding", fn.role)
+
+    def _domain(self, config: DeployConfig) -> opensearch.Domain:
+        os_config = config.opensearch
+        multi_az = os_config.instance_count > 1
+        # Named, because its resource policy must name it: a Ref/GetAtt there would be a self-reference.
+        domain_name = f"ragline-{config.stage}"
+        paths = self.format_arn(service="es", resource="domain", resource_name=f"{domain_name}/*")
+        domain = opensearch.Domain(
+            self,
+            "Search",
+            domain_name=domain_name,
+            version=opensearch.EngineVersion.open_search(os_config.engine_version),
+            capacity=opensearch.CapacityConfig(
+                data_nodes=os_config.instance_count,
+                data_node_instance_type=os_config.instance_type,
+                multi_az_with_standby_enabled=False,
+            ),
+            ebs=opensearch.EbsOptions(
+                volume_size=os_config.volume_size_gib,
+                volume_type=ec2.EbsDeviceVolumeType.GP3,
+            ),
+            zone_awareness=opensearch.ZoneAwarenessConfig(enabled=multi_az, availability_zone_count=2)
+            if multi_az
+            else None,
+            node_to_node_encryption=True,
+            encryption_at_rest=opensearch.EncryptionAtRestOptions(enabled=True),
+            enforce_https=True,
+            tls_security_policy=opensearch.TLSSecurityPolicy.TLS_1_2,
+            removal_policy=config.cdk_removal_policy,
+            # Seam: a VPC, dedicated masters, slow logs and zone awareness for production (cdk-nag OS1/3/4/7/9).
+        )
+        # The resource policy goes on the CloudFormation resource itself: the L2 `access_policies` prop
+        # would add a custom resource (a Node.js Lambda) calling UpdateDomainConfig instead.
+        statements = []
+        for spec_name, role in self.search_roles.items():
+            context = TOPOLOGY.function(spec_name).context
+            actions = list(SEARCH_ACCESS[context])
+            statements.append(
+                iam.PolicyStatement(
+                    principals=[iam.ArnPrincipal(role.role_arn)], actions=actions, resources=[paths]
+                )
+            )
+            role.add_to_principal_policy(iam.PolicyStatement(actions=actions, resources=[paths]))
+        cfn_domain = domain.node.default_child
+        assert isinstance(cfn_domain, opensearch.CfnDomain)
+        cfn_domain.access_policies = iam.PolicyDocument(statements=statements).to_json()
+        return domain

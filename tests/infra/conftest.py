@@ -1,0 +1,66 @@
+"""Synthesize the CDK app once per session (jsii synthesis takes tens of seconds).
+
+The Lambda code is staged into a temporary directory the way `make package` stages it (a copy of
+the sources; the dependencies layer is left empty), the SageMaker image contexts are stubs (synth
+hashes them, it never builds them), and everything else comes from cdk.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# Node 20 is end-of-life for jsii: keep its banner out of the test output.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "1")
+os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+
+import pytest  # noqa: E402
+from aws_cdk import Stack  # noqa: E402
+from aws_cdk.assertions import Template  # noqa: E402
+
+from infra.cdk.app import create_app  # noqa: E402
+from infra.cdk.config import MODEL_NAMES  # noqa: E402
+from infra.cdk.packaging import ensure_deps_dir, stage_app  # noqa: E402
+
+
+@dataclass
+class Synthesized:
+    outdir: Path
+    stacks: dict[str, Stack]
+    templates: dict[str, dict]
+
+    def template(self, stack: str) -> Template:
+        return Template.from_json(self.templates[stack])
+
+    def resources(self, resource_type: str, stack: str | None = None) -> dict[str, dict]:
+        """logical id -> resource, across all stacks unless one is named."""
+        found = {}
+        for name, template in self.templates.items():
+            if stack is None or name == stack:
+                found |= {k: v for k, v in template["Resources"].items() if v["Type"] == resource_type}
+        return found
+
+    def logical_id(self, construct) -> str:
+        return Stack.of(construct).get_logical_id(construct.node.default_child)
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    root = tmp_path_factory.mktemp("cdk")
+    stage_app(root / "lambda" / "app")
+    ensure_deps_dir(root / "lambda" / "deps")
+    for model in MODEL_NAMES:
+        (root / "sagemaker" / model).mkdir(parents=True)
+        (root / "sagemaker" / model / "Dockerfile").write_text("FROM scratch\n")
+    outdir = root / "cdk.out"
+    app, stacks = create_app(
+        {"lambdaAssetDir": str(root / "lambda"), "sagemakerDir": str(root / "sagemaker")}, outdir=str(outdir)
+    )
+    assembly = app.synth()
+    templates = {
+        name: json.loads(Path(assembly.get_stack_by_name(stack.stack_name).template_full_path).read_text())
+        for name, stack in stacks.items()
+    }
+    return Synthesized(outdir=outdir, stacks=stacks, templates=templates)

@@ -1,0 +1,408 @@
+"""The synthesized CloudFormation, checked against ragline.topology and ragline.settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aws_cdk.assertions import Match
+
+from infra.cdk import packaging
+from infra.cdk.config import DeployConfig
+from infra.cdk.constructs.function import WEB_ADAPTER_ENV
+from infra.cdk.stacks.index import SEARCH_READ_ACTIONS
+from ragline.settings import Settings
+from ragline.topology import BUCKETS, TOPOLOGY
+
+FUNCTION_STACKS = ("Ingest", "Index", "Retrieve", "Context")
+CDK_JSON = json.loads((Path(__file__).resolve().parents[2] / "cdk.json").read_text())["context"]
+
+
+def _functions(synth) -> dict[str, tuple[str, dict]]:
+    """topology function name -> (stack, Lambda resource)."""
+    found = {}
+    for stack_name in FUNCTION_STACKS:
+        for name, fn in synth.stacks[stack_name].functions.items():
+            found[name] = (
+                stack_name,
+                synth.templates[stack_name]["Resources"][synth.logical_id(fn.function)],
+            )
+    return found
+
+
+def _actions(statement: dict) -> list[str]:
+    actions = statement.get("Action", [])
+    return [actions] if isinstance(actions, str) else actions
+
+
+def _policies_of(synth, role_stack: str, role_id: str) -> list[dict]:
+    """Every statement of every AWS::IAM::Policy attached to a role, in any stack."""
+    statements = []
+    for stack_name, template in synth.templates.items():
+        for res in template["Resources"].values():
+            if res["Type"] != "AWS::IAM::Policy":
+                continue
+            for ref in res["Properties"].get("Roles", []):
+                same_stack = ref == {"Ref": role_id} and stack_name == role_stack
+                imported = "Fn::ImportValue" in ref and role_id in json.dumps(ref)
+                if same_stack or imported:
+                    statements += res["Properties"]["PolicyDocument"]["Statement"]
+    return statements
+
+
+# --- messaging -------------------------------------------------------------------------------
+
+
+def test_bus_and_one_rule_per_topology_rule_targeting_its_queue(synth):
+    platform = synth.stacks["Platform"]
+    template = synth.template("Platform")
+    template.resource_count_is("AWS::Events::EventBus", 1)
+    template.resource_count_is("AWS::Events::Rule", len(TOPOLOGY.rules))
+    bus_id = synth.logical_id(platform.bus)
+    for rule in TOPOLOGY.rules:
+        template.has_resource_properties(
+            "AWS::Events::Rule",
+            {
+                "EventBusName": {"Ref": bus_id},
+                "EventPattern": {"source": [rule.source], "detail-type": list(rule.detail_types)},
+                "Targets": [
+                    Match.object_like(
+                        {"Arn": {"Fn::GetAtt": [synth.logical_id(platform.queues[rule.queue]), "Arn"]}}
+                    )
+                ],
+            },
+        )
+
+
+def test_every_queue_has_a_dlq_redrive_sse_and_outlives_its_consumer(synth):
+    platform = synth.stacks["Platform"]
+    resources = synth.templates["Platform"]["Resources"]
+    functions = _functions(synth)
+    for spec in TOPOLOGY.queues:
+        props = resources[synth.logical_id(platform.queues[spec.name])]["Properties"]
+        dlq_id = synth.logical_id(platform.dead_letter_queues[spec.name])
+        assert props["RedrivePolicy"] == {
+            "deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]},
+            "maxReceiveCount": spec.max_receive_count,
+        }
+        assert props["SqsManagedSseEnabled"] is True
+        assert resources[dlq_id]["Properties"]["SqsManagedSseEnabled"] is True
+        consumer_timeout = functions[TOPOLOGY.consumer_of(spec.name).name][1]["Properties"]["Timeout"]
+        assert props["VisibilityTimeout"] >= consumer_timeout, spec.name
+
+
+def test_queues_deny_insecure_transport(synth):
+    policies = synth.resources("AWS::SQS::QueuePolicy", "Platform")
+    statements = [s for p in policies.values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    denied = [s for s in statements if s["Effect"] == "Deny"]
+    assert len(denied) == 2 * len(TOPOLOGY.queues)  # each queue and its DLQ
+    assert all(s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in denied)
+
+
+def test_sqs_event_sources_report_batch_item_failures_with_topology_batch_size(synth):
+    mappings = synth.resources("AWS::Lambda::EventSourceMapping")
+    assert len(mappings) == len(TOPOLOGY.queues)
+    assert sorted(m["Properties"]["BatchSize"] for m in mappings.values()) == sorted(
+        q.batch_size for q in TOPOLOGY.queues
+    )
+    for mapping in mappings.values():
+        assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+# --- storage ---------------------------------------------------------------------------------
+
+
+def test_buckets_block_public_access_encrypt_version_and_enforce_ssl(synth):
+    buckets = synth.resources("AWS::S3::Bucket")
+    assert len(buckets) == len(BUCKETS) + 1  # + the server access logs bucket
+    for bucket in buckets.values():
+        props = bucket["Properties"]
+        assert props["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True,
+            "BlockPublicPolicy": True,
+            "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True,
+        }
+        assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    policies = synth.resources("AWS::S3::BucketPolicy")
+    secured = {
+        p["Properties"]["Bucket"]["Ref"]
+        for p in policies.values()
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+        if s["Effect"] == "Deny" and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+    }
+    assert secured == set(buckets)
+
+
+def test_tables_match_topology(synth):
+    template = synth.template("Ingest")
+    template.resource_count_is("AWS::DynamoDB::Table", len(TOPOLOGY.tables))
+    for spec in TOPOLOGY.tables:
+        keys = [{"AttributeName": spec.partition_key, "KeyType": "HASH"}]
+        if spec.sort_key:
+            keys.append({"AttributeName": spec.sort_key, "KeyType": "RANGE"})
+        template.has_resource_properties(
+            "AWS::DynamoDB::Table",
+            {
+                "KeySchema": keys,
+                "BillingMode": "PAY_PER_REQUEST",
+                "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+            },
+        )
+
+
+# --- search and models -----------------------------------------------------------------------
+
+
+def test_opensearch_domain_is_encrypted_https_only_and_open_only_to_search_roles(synth):
+    domains = synth.resources("AWS::OpenSearchService::Domain")
+    assert len(domains) == 1
+    props = next(iter(domains.values()))["Properties"]
+    assert props["NodeToNodeEncryptionOptions"] == {"Enabled": True}
+    assert props["EncryptionAtRestOptions"]["Enabled"] is True
+    assert props["DomainEndpointOptions"]["EnforceHTTPS"] is True
+    assert props["ClusterConfig"]["InstanceType"] == CDK_JSON["opensearch"]["instanceType"]
+
+    index = synth.stacks["Index"]
+    principals = {}
+    for statement in props["AccessPolicies"]["Statement"]:
+        assert statement["Effect"] == "Allow"
+        role_id = statement["Principal"]["AWS"]["Fn::GetAtt"][0]
+        principals[role_id] = set(_actions(statement))
+    expected = {synth.logical_id(role): spec_name for spec_name, role in index.search_roles.items()}
+    assert set(principals) == set(expected)
+    assert {TOPOLOGY.function(n).context for n in expected.values()} == {"index", "retrieve"}
+    for role_id, spec_name in expected.items():
+        writes = principals[role_id] - set(SEARCH_READ_ACTIONS)
+        assert bool(writes) == (TOPOLOGY.function(spec_name).context == "index"), spec_name
+
+
+def test_two_sagemaker_endpoints_with_the_configured_instances(synth):
+    template = synth.template("Models")
+    template.resource_count_is("AWS::SageMaker::Endpoint", 2)
+    template.resource_count_is("AWS::SageMaker::Model", 2)
+    for model in ("embedding", "llm"):
+        configured = CDK_JSON["models"][model]
+        template.has_resource_properties(
+            "AWS::SageMaker::EndpointConfig",
+            {
+                "ProductionVariants": [
+                    Match.object_like(
+                        {
+                            "InstanceType": configured["instanceType"],
+                            "InitialInstanceCount": configured["instanceCount"],
+                        }
+                    )
+                ]
+            },
+        )
+
+
+# --- functions -------------------------------------------------------------------------------
+
+
+def test_every_topology_function_is_python312_x86_traced_with_its_own_role(synth):
+    functions = _functions(synth)
+    assert set(functions) == {f.name for f in TOPOLOGY.functions}
+    roles = set()
+    for name, (stack_name, fn) in functions.items():
+        spec = TOPOLOGY.function(name)
+        props = fn["Properties"]
+        assert props["Runtime"] == "python3.12"
+        assert props["Architectures"] == ["x86_64"]
+        assert props["TracingConfig"] == {"Mode": "Active"}
+        assert props["MemorySize"] == spec.memory_mb
+        assert props["Timeout"] == spec.timeout_s
+        assert props["Handler"] == ("run.sh" if spec.asgi else spec.handler)
+        layers = json.dumps(props["Layers"])
+        assert "AWSLambdaPowertoolsPythonV3-python312-x86_64" in layers
+        assert len(props["Layers"]) == (3 if spec.asgi else 2)  # powertools, dependencies (+ web adapter)
+        roles.add(json.dumps(props["Role"]))
+        log_group = synth.templates[stack_name]["Resources"][props["LoggingConfig"]["LogGroup"]["Ref"]]
+        assert log_group["Properties"]["RetentionInDays"] == CDK_JSON["logRetentionDays"]
+    assert len(roles) == len(functions)
+
+
+def test_function_environment_names_are_settings_fields(synth):
+    fields = {f"RAGLINE_{name.upper()}" for name in Settings.model_fields}
+    for name, (_, fn) in _functions(synth).items():
+        variables = fn["Properties"]["Environment"]["Variables"]
+        ragline = {k for k in variables if k.startswith("RAGLINE_")}
+        assert ragline <= fields, (name, ragline - fields)
+        spec = TOPOLOGY.function(name)
+        if spec.context == "ingest":
+            assert variables["RAGLINE_EMBEDDING_TOKENIZER"] == packaging.TOKENIZER_PATH
+            assert {"RAGLINE_RAW_BUCKET", "RAGLINE_PARSED_BUCKET", "RAGLINE_DOCUMENTS_TABLE"} <= ragline
+            assert {"RAGLINE_EVENT_BUS", "RAGLINE_INDEX_QUEUE_URL"} <= ragline
+        if spec.context in ("index", "retrieve"):
+            assert variables["RAGLINE_SEARCH_BACKEND"] == "opensearch"
+            assert variables["RAGLINE_EMBEDDING_BACKEND"] == "sagemaker"
+            assert {"RAGLINE_OPENSEARCH_ENDPOINT", "RAGLINE_EMBEDDING_ENDPOINT"} <= ragline
+        if spec.context == "context":
+            assert {"RAGLINE_RETRIEVE_FUNCTION", "RAGLINE_LLM_ENDPOINT"} <= ragline
+
+
+def test_answers_function_runs_behind_the_lambda_web_adapter(synth):
+    asgi = [f for f in TOPOLOGY.functions if f.asgi]
+    assert asgi
+    functions = _functions(synth)
+    for spec in asgi:
+        props = functions[spec.name][1]["Properties"]
+        assert props["Handler"] == packaging.ASGI_HANDLER
+        assert WEB_ADAPTER_ENV.items() <= props["Environment"]["Variables"].items()
+        assert props["Environment"]["Variables"]["AWS_LWA_INVOKE_MODE"] == "response_stream"
+        assert any("LambdaAdapterLayerX86" in json.dumps(layer) for layer in props["Layers"])
+
+
+def test_retrieve_roles_cannot_write(synth):
+    index = synth.stacks["Index"]
+    retrieve_roles = {
+        n: r for n, r in index.search_roles.items() if TOPOLOGY.function(n).context == "retrieve"
+    }
+    assert retrieve_roles
+    forbidden_prefixes = (
+        "dynamodb:Put",
+        "dynamodb:Update",
+        "dynamodb:Delete",
+        "dynamodb:BatchWrite",
+        "s3:Put",
+    )
+    forbidden_prefixes += ("s3:Delete", "es:ESHttpPut", "es:ESHttpDelete", "es:ESHttpPatch", "sqs:Send")
+    for name, role in retrieve_roles.items():
+        statements = _policies_of(synth, "Index", synth.logical_id(role))
+        actions = {a for s in statements for a in _actions(s)}
+        assert "es:ESHttpGet" in actions and "sagemaker:InvokeEndpoint" in actions, name
+        assert not [a for a in actions if a.startswith(forbidden_prefixes) or a.endswith("*")], (
+            name,
+            actions,
+        )
+
+
+def test_only_ingest_writes_the_documents_table(synth):
+    table_id = synth.logical_id(synth.stacks["Ingest"].tables["documents"])
+    for stack_name in FUNCTION_STACKS:
+        for name, fn in synth.stacks[stack_name].functions.items():
+            role_stack = "Index" if TOPOLOGY.function(name).context in ("index", "retrieve") else stack_name
+            statements = _policies_of(synth, role_stack, synth.logical_id(fn.role))
+            writes = [
+                s for s in statements if table_id in json.dumps(s) and "dynamodb:PutItem" in _actions(s)
+            ]
+            assert bool(writes) == (TOPOLOGY.function(name).context == "ingest"), name
+
+
+# --- API -------------------------------------------------------------------------------------
+
+
+def _resource_paths(resources: dict) -> dict[str, str]:
+    parts = {k: v["Properties"] for k, v in resources.items() if v["Type"] == "AWS::ApiGateway::Resource"}
+
+    def path(logical_id: str) -> str:
+        props = parts[logical_id]
+        parent = props["ParentId"]
+        prefix = path(parent["Ref"]) if "Ref" in parent else ""
+        return f"{prefix}/{props['PathPart']}"
+
+    return {k: path(k) for k in parts}
+
+
+def test_api_has_a_cognito_protected_method_for_every_route(synth):
+    resources = synth.templates["Api"]["Resources"]
+    paths = _resource_paths(resources)
+    authorizer_id = synth.logical_id(synth.stacks["Api"].authorizer)
+    methods = {
+        (m["Properties"]["HttpMethod"], paths[m["Properties"]["ResourceId"]["Ref"]]): m["Properties"]
+        for m in resources.values()
+        if m["Type"] == "AWS::ApiGateway::Method"
+    }
+    routes = [(r, f) for f in TOPOLOGY.functions for r in f.routes]
+    assert set(methods) == {(r.method, r.path) for r, _ in routes}
+    for route, _spec in routes:
+        method = methods[(route.method, route.path)]
+        assert method["AuthorizationType"] == "COGNITO_USER_POOLS"
+        assert method["AuthorizerId"] == {"Ref": authorizer_id}
+        integration = method["Integration"]
+        assert integration["Type"] == "AWS_PROXY"
+        uri = json.dumps(integration["Uri"])
+        if route.streaming:
+            assert integration["ResponseTransferMode"] == "STREAM"
+            assert "response-streaming-invocations" in uri
+        else:
+            assert integration.get("ResponseTransferMode", "BUFFERED") == "BUFFERED"
+            assert "/invocations" in uri and "response-streaming" not in uri
+
+
+def test_api_stage_logs_access_and_throttles(synth):
+    synth.template("Api").has_resource_properties(
+        "AWS::ApiGateway::Stage",
+        {
+            "StageName": CDK_JSON["stage"],
+            "AccessLogSetting": Match.object_like({"DestinationArn": Match.any_value()}),
+            "TracingEnabled": True,
+            "MethodSettings": [
+                Match.object_like(
+                    {
+                        "ThrottlingRateLimit": CDK_JSON["api"]["throttleRateLimit"],
+                        "ThrottlingBurstLimit": CDK_JSON["api"]["throttleBurstLimit"],
+                    }
+                )
+            ],
+        },
+    )
+    synth.template("Api").resource_count_is("AWS::Cognito::UserPoolClient", 1)
+
+
+# --- linting, packaging, configuration --------------------------------------------------------
+
+# Ignored cfn-lint rules, each for a reason:
+# W3005: CDK adds DependsOn on a Lambda's role (and the SageMaker model's) next to the GetAtt of the
+#        same role, to order the role's *policy* before the function/model; the redundancy is harmless.
+CFN_LINT_IGNORED = ("W3005",)
+
+
+def test_cfn_lint_passes_on_every_template(synth):
+    templates = sorted(str(p) for p in synth.outdir.glob("*.template.json"))
+    assert len(templates) == len(synth.stacks)
+    cfn_lint = Path(sys.executable).with_name("cfn-lint")
+    result = subprocess.run(
+        [str(cfn_lint), "--regions", "us-east-1", "--ignore-checks", *CFN_LINT_IGNORED, "--", *templates],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_staged_app_has_the_code_run_sh_and_tokenizer_but_not_the_local_platform(tmp_path):
+    app = packaging.stage_app(tmp_path / "app")
+    assert (app / "ragline" / "topology.py").is_file()
+    assert (app / "functions").is_dir()
+    assert not (app / "ragline" / "local").exists()
+    assert not (app / "ragline" / "cli.py").exists()
+    assert not list(app.rglob("__pycache__"))
+    run_sh = app / packaging.ASGI_HANDLER
+    assert os.access(run_sh, os.X_OK)
+    asgi = next(f for f in TOPOLOGY.functions if f.asgi)
+    assert f"exec python -m uvicorn {asgi.handler} --host 0.0.0.0 --port" in run_sh.read_text()
+    assert json.loads((app / packaging.TOKENIZER_FILE).read_text())["model"]
+
+
+def test_dependency_layer_leaves_out_what_powertools_and_the_runtime_provide():
+    names = {packaging._name(r) for r in packaging.runtime_requirements()}
+    assert "aws-lambda-powertools" not in names and "boto3" not in names
+    assert {"pydantic-settings", "opensearch-py", "uvicorn", "fastapi"} <= names
+
+
+def test_missing_lambda_assets_tell_to_run_make_package(tmp_path):
+    with pytest.raises(SystemExit, match="make package"):
+        DeployConfig(lambda_asset_dir=tmp_path / "nowhere").check_assets()
+
+
+def test_cdk_json_context_is_a_valid_config():
+    config = DeployConfig.model_validate({k: v for k, v in CDK_JSON.items() if not k.startswith("@")})
+    assert config.lambda_asset_dir == Path("build/lambda")
+    assert set(config.models) == {"embedding", "llm"}
