@@ -1,0 +1,135 @@
+"""POST /v1/answers: the streaming ASGI app.
+
+In AWS it runs behind the Lambda Web Adapter (response streaming through API Gateway); the adapter
+forwards API Gateway's request context, with the Cognito authorizer's claims, in the
+`x-amzn-request-context` header. The local gateway verifies tokens and sets the same header."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sse_starlette.sse import EventSourceResponse
+
+from functions.context import wiring
+from functions.context.domain.service import AnswerEvent, AnswerService
+from ragline.contracts import (
+    AnswerRequest,
+    AnswerResponse,
+    CitationsEvent,
+    DoneEvent,
+    ErrorBody,
+    ErrorResponse,
+    Principal,
+    TokenEvent,
+)
+from ragline.identity import principal_from_claims
+from ragline.observability import logger as make_logger
+
+REQUEST_CONTEXT_HEADER = "x-amzn-request-context"
+logger = make_logger("context")
+
+
+class Unauthorized(Exception):
+    pass
+
+
+def error(status: int, code: str, message: str, details: list | None = None) -> JSONResponse:
+    body = ErrorResponse(error=ErrorBody(code=code, message=message, details=details or []))
+    return JSONResponse(body.model_dump(mode="json"), status_code=status)
+
+
+def principal_of(request: Request) -> Principal:
+    try:
+        context = json.loads(request.headers[REQUEST_CONTEXT_HEADER])
+        return principal_from_claims(context["authorizer"]["claims"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise Unauthorized from exc
+
+
+async def _in_thread(events: Iterator[AnswerEvent]) -> AsyncIterator[AnswerEvent]:
+    """Drive the blocking model stream from a worker thread; closing it on disconnect closes the
+    model connection, so an abandoned answer stops generating."""
+    try:
+        while (item := await anyio.to_thread.run_sync(next, events, None)) is not None:
+            yield item
+    finally:
+        await anyio.to_thread.run_sync(events.close)
+
+
+async def _sse(events: Iterator[AnswerEvent]) -> AsyncIterator[dict[str, str]]:
+    try:
+        async for name, payload in _in_thread(events):
+            yield {"event": name, "data": payload.model_dump_json()}
+    except Exception as exc:  # the status line is already sent: report in-band
+        logger.exception("answer stream failed")
+        body = ErrorBody(
+            code=getattr(exc, "code", "answer_failed"), message="The answer could not be completed."
+        )
+        yield {"event": "error", "data": body.model_dump_json()}
+
+
+def _collect(events: Iterator[AnswerEvent]) -> AnswerResponse:
+    text: list[str] = []
+    citations: CitationsEvent | None = None
+    done: DoneEvent | None = None
+    for _, payload in events:
+        if isinstance(payload, TokenEvent):
+            text.append(payload.text)
+        elif isinstance(payload, CitationsEvent):
+            citations = payload
+        elif isinstance(payload, DoneEvent):
+            done = payload
+    assert citations is not None and done is not None, (
+        "the answer service always ends with citations and done"
+    )
+    return AnswerResponse(
+        answer="".join(text),
+        citations=citations.citations,
+        usage=done.usage,
+        finish_reason=done.finish_reason,
+    )
+
+
+def create_app(service: Callable[[], AnswerService] = wiring.service) -> FastAPI:
+    app = FastAPI(title="Ragline answers", version="1")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = json.loads(json.dumps(exc.errors(), default=str))
+        return error(422, "validation_error", "The request body is not valid.", details)
+
+    @app.exception_handler(Exception)
+    async def _failed(_: Request, exc: Exception) -> JSONResponse:
+        logger.exception("answer failed")
+        return error(500, getattr(exc, "code", "internal_error"), "The answer could not be produced.")
+
+    @app.exception_handler(Unauthorized)
+    async def _unauthorized(_: Request, __: Unauthorized) -> JSONResponse:
+        return error(401, "unauthorized", "Missing or invalid credentials.")
+
+    @app.post(
+        "/v1/answers",
+        response_model=AnswerResponse,
+        responses={
+            200: {"content": {"text/event-stream": {}}},
+            401: {"model": ErrorResponse},
+            422: {"model": ErrorResponse},
+        },
+    )
+    async def answers(body: AnswerRequest, request: Request):  # noqa: ANN202 (SSE or JSON)
+        principal = principal_of(request)
+        events = service().answer(principal, body)
+        accept = request.headers.get("accept", "")
+        if "application/json" in accept and "text/event-stream" not in accept:
+            return await anyio.to_thread.run_sync(_collect, events)
+        return EventSourceResponse(_sse(events), ping=15)
+
+    return app
+
+
+app = create_app()

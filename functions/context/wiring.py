@@ -1,0 +1,30 @@
+"""Builds the answer service once per process from settings; tests call `build` with their own parts."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from functions.context.adapters.retriever import LambdaRetriever
+from functions.context.domain.service import AnswerService, LlmStream, Retriever
+from ragline import aws
+from ragline.endpoints.llm import llm_client
+from ragline.settings import Settings, get_settings
+
+
+def build(
+    settings: Settings, *, retriever: Retriever | None = None, llm: LlmStream | None = None
+) -> AnswerService:
+    if retriever is None:
+        lambda_client = aws.client("lambda", settings, endpoint_url=settings.lambda_endpoint_url)
+        retriever = LambdaRetriever(lambda_client, settings.retrieve_function)
+    return AnswerService(
+        retriever,
+        llm or llm_client(settings),
+        context_window_tokens=settings.context_window_tokens,
+        min_score=settings.answer_min_score,
+    )
+
+
+@lru_cache(maxsize=1)
+def service() -> AnswerService:
+    return build(get_settings())

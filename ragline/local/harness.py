@@ -1,0 +1,73 @@
+"""Starts `ragline dev` as a separate process on free ports and stops it with Ctrl-C (SIGINT), as a
+person would. Used by the end-to-end tests and the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from ragline.local.idp import LocalIdentityProvider
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class RunningPlatform:
+    base_url: str
+    state_dir: Path
+    ports: dict[str, int]
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def token(self, user: str, groups: list[str], tenant: str | None = None) -> str:
+        return LocalIdentityProvider(self.state_dir).issue(user, groups, tenant=tenant)
+
+
+@contextmanager
+def running_platform(state_dir: Path, ready_timeout_s: float = 240) -> Iterator[RunningPlatform]:
+    ports = {name: free_port() for name in ("port", "lambda-port", "moto-port", "embedding-port", "llm-port")}
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = state_dir / "ragline-dev.out"
+    command = [sys.executable, "-m", "ragline.cli", "--state-dir", str(state_dir), "dev"]
+    command += [arg for name, port in ports.items() for arg in (f"--{name}", str(port))]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
+    base_url = f"http://127.0.0.1:{ports['port']}"
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"ragline dev exited with {process.returncode}:\n{log.read_text()[-4000:]}"
+                )
+            try:
+                if httpx.get(base_url + "/_local/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"ragline dev not ready in {ready_timeout_s}s:\n{log.read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield RunningPlatform(base_url, state_dir, ports, process, log)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
