@@ -14,7 +14,9 @@ from ragline.settings import Settings
 _RETRIES = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=60)
 
 
-def client(service: str, settings: Settings, *, endpoint_url: str | None = None, config: Config | None = None) -> Any:
+def client(
+    service: str, settings: Settings, *, endpoint_url: str | None = None, config: Config | None = None
+) -> Any:
     return boto3.client(
         service,
         region_name=settings.aws_region,

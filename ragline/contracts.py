@@ -18,7 +18,9 @@ DEFAULT_COLLECTION = "default"
 
 GroupName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
 MetadataValue = str | int | float | bool
-CollectionName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+CollectionName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
+]
 
 
 def utcnow() -> datetime:
@@ -219,7 +221,9 @@ EVENT_TYPES: tuple[type[EventDetail], ...] = (DocumentUploaded, ChunksReady, Doc
 
 
 class ErrorBody(Strict):
-    code: str = Field(description="Machine-readable, stable: clients branch on it", examples=["validation_error"])
+    code: str = Field(
+        description="Machine-readable, stable: clients branch on it", examples=["validation_error"]
+    )
     message: str = Field(description="For humans")
     details: list[dict[str, Any]] = []
 
@@ -279,7 +283,9 @@ class SearchRequest(Strict):
     top_k: int = Field(default=5, ge=1, le=50)
     collection: CollectionName | None = None
     mode: SearchMode = SearchMode.HYBRID
-    metadata: dict[str, MetadataValue] = Field(default={}, description="Equality filters on document metadata")
+    metadata: dict[str, MetadataValue] = Field(
+        default={}, description="Equality filters on document metadata"
+    )
 
 
 class SearchHit(Strict):

@@ -14,7 +14,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAGLINE_", extra="ignore")
 
     # AWS (endpoint_url is set only locally, where it points at the moto server)
-    aws_region: str = Field(default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "RAGLINE_AWS_REGION"))
+    aws_region: str = Field(
+        default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "RAGLINE_AWS_REGION")
+    )
     aws_endpoint_url: str | None = None
 
     # ingest
@@ -25,7 +27,8 @@ class Settings(BaseSettings):
     chunk_max_tokens: int = 200
     chunk_overlap_tokens: int = 32
     embedding_tokenizer: str | None = Field(
-        default=None, description="Path to the embedding model's tokenizer.json (chunk sizes are measured in it)"
+        default=None,
+        description="Path to the embedding model's tokenizer.json (chunk sizes are measured in it)",
     )
 
     # messaging
@@ -35,7 +38,9 @@ class Settings(BaseSettings):
     # search index
     search_backend: Literal["opensearch", "lance"] = "opensearch"
     opensearch_endpoint: str | None = None
-    search_index: str = Field(default="ragline-chunks", description="Index alias (OpenSearch) or table (LanceDB)")
+    search_index: str = Field(
+        default="ragline-chunks", description="Index alias (OpenSearch) or table (LanceDB)"
+    )
     lance_path: str = ".ragline/index"
     embedding_dimension: int = 384
 

@@ -150,7 +150,6 @@ TOPOLOGY = Topology(
 )
 
 
-
 def physical_name(name: str) -> str:
     """Resource names on the local platform (CDK lets CloudFormation name them in AWS)."""
     return f"ragline-{name}"
