@@ -48,6 +48,17 @@ def error_response(
     )
 
 
+def is_json(content_type: str | None) -> bool:
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+UNSUPPORTED_MEDIA_TYPE = (
+    "unsupported_media_type",
+    "The request body must be JSON, sent with Content-Type: application/json.",
+)
+
+
 def validation_details(errors: Any) -> list[dict[str, Any]]:
     """Pydantic errors without the rejected input or library URLs (they may echo secrets)."""
     return [
@@ -63,6 +74,10 @@ def validation_details(errors: Any) -> list[dict[str, Any]]:
 def install_error_handlers(app: APIGatewayRestResolver, logger: Logger | None = None) -> None:
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response:
+        # curl -d and HTML forms send form encoding by default; say so rather than list field errors.
+        event = app.current_event
+        if event.body and not is_json(event.headers.get("content-type")):
+            return error_response(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, *UNSUPPORTED_MEDIA_TYPE)
         return error_response(
             HTTPStatus.UNPROCESSABLE_ENTITY,
             "validation_error",

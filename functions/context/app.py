@@ -27,6 +27,7 @@ from ragline.contracts import (
     Principal,
     TokenEvent,
 )
+from ragline.http import UNSUPPORTED_MEDIA_TYPE, is_json
 from ragline.identity import principal_from_claims
 from ragline.observability import logger as make_logger
 
@@ -99,7 +100,9 @@ def create_app(service: Callable[[], AnswerService] = wiring.service) -> FastAPI
     app = FastAPI(title="Ragline answers", version="1")
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if await request.body() and not is_json(request.headers.get("content-type")):
+            return error(415, *UNSUPPORTED_MEDIA_TYPE)
         details = json.loads(json.dumps(exc.errors(), default=str))
         return error(422, "validation_error", "The request body is not valid.", details)
 

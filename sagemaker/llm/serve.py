@@ -86,7 +86,9 @@ class Invocation:
 class Generator:
     """One llama.cpp model. A Llama object is not thread-safe: one generation at a time holds the lock."""
 
-    def __init__(self, model_path: Path, *, n_ctx: int, n_gpu_layers: int) -> None:
+    def __init__(
+        self, model_path: Path, *, n_ctx: int, n_gpu_layers: int, repeat_penalty: float = 1.1
+    ) -> None:
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -95,6 +97,8 @@ class Generator:
             model_path=str(model_path), n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, verbose=False
         )
         self.name = model_path.stem
+        # Small models loop under greedy decoding without it; 1.1 is llama.cpp's own default.
+        self.repeat_penalty = repeat_penalty
         self.n_ctx = self.llm.n_ctx()
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         template = os.environ.get("CHAT_TEMPLATE") or self.llm.metadata.get("tokenizer.chat_template")
@@ -133,7 +137,9 @@ class Generator:
         finish_reason = "length"
         stopped_by_sequence = False
         with self._lock:
-            for token in self.llm.generate(prompt, temp=temperature, repeat_penalty=1.0, reset=True):
+            for token in self.llm.generate(
+                prompt, temp=temperature, repeat_penalty=self.repeat_penalty, reset=True
+            ):
                 if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
                     finish_reason = "stop"
                     break
@@ -340,7 +346,10 @@ def main(argv: list[str] | None = None) -> None:
     model_path = resolve_model(env)
     n_ctx = int(env.get("N_CTX", "2048"))
     n_gpu_layers = int(env.get("N_GPU_LAYERS", "0"))
-    app = create_app(lambda: Generator(model_path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers))
+    repeat_penalty = float(env.get("REPEAT_PENALTY", "1.1"))
+    app = create_app(
+        lambda: Generator(model_path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, repeat_penalty=repeat_penalty)
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=75)
 
 

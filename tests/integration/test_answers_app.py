@@ -72,6 +72,16 @@ def test_invalid_body_is_422_with_details(retriever, body):
     assert error["code"] == "validation_error" and error["details"]
 
 
+def test_a_form_encoded_body_is_415(retriever):
+    response = client_for(retriever, ScriptedLlm([])).post(
+        "/v1/answers",
+        content=b'{"question": "q"}',
+        headers={**CONTEXT, "content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+
+
 def test_model_failure_mid_stream_becomes_an_error_event(retriever):
     with client_for(retriever, ExplodingLlm()).stream(
         "POST", "/v1/answers", json={"question": "q"}, headers=CONTEXT

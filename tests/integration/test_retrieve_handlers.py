@@ -192,6 +192,17 @@ def test_malformed_json_is_a_422():
     assert body["error"]["code"] == "validation_error"
 
 
+def test_a_form_encoded_body_is_415():
+    # What `curl -d '{...}'` sends when no Content-Type is given.
+    content_type = "application/x-www-form-urlencoded"
+    event = rest_event({"query": "vacation"}, claims=STAFF)
+    event["headers"]["Content-Type"] = content_type
+    event["multiValueHeaders"]["Content-Type"] = [content_type]
+    status, body = call(event)
+    assert status == 415
+    assert body["error"]["code"] == "unsupported_media_type"
+
+
 def test_missing_claims_are_401():
     status, body = call(rest_event({"query": "vacation"}, claims=None))
     assert status == 401
