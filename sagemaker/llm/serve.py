@@ -87,14 +87,27 @@ class Generator:
     """One llama.cpp model. A Llama object is not thread-safe: one generation at a time holds the lock."""
 
     def __init__(
-        self, model_path: Path, *, n_ctx: int, n_gpu_layers: int, repeat_penalty: float = 1.1
+        self,
+        model_path: Path,
+        *,
+        n_ctx: int,
+        n_gpu_layers: int,
+        repeat_penalty: float = 1.1,
+        n_threads: int | None = None,
     ) -> None:
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self._llama_cpp = llama_cpp
         self.llm = llama_cpp.Llama(
-            model_path=str(model_path), n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, verbose=False
+            model_path=str(model_path),
+            n_ctx=n_ctx,
+            n_gpu_layers=n_gpu_layers,
+            # llama-cpp-python defaults to half the cores; prompt evaluation scales with all of them
+            # (measured here: 129 → 251 prompt tokens/s going from 1 to 2 threads).
+            n_threads=n_threads or os.cpu_count(),
+            n_threads_batch=n_threads or os.cpu_count(),
+            verbose=False,
         )
         self.name = model_path.stem
         # Small models loop under greedy decoding without it; 1.1 is llama.cpp's own default.
@@ -347,8 +360,15 @@ def main(argv: list[str] | None = None) -> None:
     n_ctx = int(env.get("N_CTX", "2048"))
     n_gpu_layers = int(env.get("N_GPU_LAYERS", "0"))
     repeat_penalty = float(env.get("REPEAT_PENALTY", "1.1"))
+    n_threads = int(env["N_THREADS"]) if env.get("N_THREADS") else None
     app = create_app(
-        lambda: Generator(model_path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, repeat_penalty=repeat_penalty)
+        lambda: Generator(
+            model_path,
+            n_ctx=n_ctx,
+            n_gpu_layers=n_gpu_layers,
+            repeat_penalty=repeat_penalty,
+            n_threads=n_threads,
+        )
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=75)
 
