@@ -336,6 +336,21 @@ def test_api_has_a_cognito_protected_method_for_every_route(synth):
             assert "/invocations" in uri and "response-streaming" not in uri
 
 
+def test_gateway_errors_use_the_api_error_shape(synth):
+    responses = {
+        r["Properties"]["ResponseType"]: r["Properties"]
+        for r in synth.templates["Api"]["Resources"].values()
+        if r["Type"] == "AWS::ApiGateway::GatewayResponse"
+    }
+    assert responses["UNAUTHORIZED"]["StatusCode"] == "401"
+    assert responses["THROTTLED"]["StatusCode"] == "429"
+    for response in responses.values():
+        template = response["ResponseTemplates"]["application/json"]
+        # A valid error body once API Gateway substitutes its (quoted) message string.
+        body = json.loads(template.replace("$context.error.messageString", '"Unauthorized"'))
+        assert set(body["error"]) == {"code", "message", "details"}
+
+
 def test_api_stage_logs_access_and_throttles(synth):
     synth.template("Api").has_resource_properties(
         "AWS::ApiGateway::Stage",

@@ -20,6 +20,17 @@ from infra.cdk.constructs.function import RaglineFunction
 from ragline.identity import TENANT_CLAIM
 from ragline.topology import TOPOLOGY, RouteSpec
 
+# (response type, status, error code): what the local gateway answers for the same cases.
+GATEWAY_ERRORS = (
+    (apigateway.ResponseType.UNAUTHORIZED, "401", "unauthorized"),
+    (apigateway.ResponseType.ACCESS_DENIED, "403", "forbidden"),
+    (apigateway.ResponseType.THROTTLED, "429", "throttled"),
+    (apigateway.ResponseType.QUOTA_EXCEEDED, "429", "quota_exceeded"),
+    (apigateway.ResponseType.REQUEST_TOO_LARGE, "413", "payload_too_large"),
+    (apigateway.ResponseType.MISSING_AUTHENTICATION_TOKEN, "404", "not_found"),
+    (apigateway.ResponseType.DEFAULT_5_XX, "502", "gateway_error"),
+)
+
 
 class Identity(Construct):
     """Who may call the API: one user pool, one app client (no secret: CLIs and SPAs)."""
@@ -108,10 +119,27 @@ class ApiStack(Stack):
         for spec in TOPOLOGY.functions:
             for route in spec.routes:
                 self._route(route, functions[spec.name])
+        self._error_responses()
 
         CfnOutput(self, "ApiUrl", value=self.api.url)
         CfnOutput(self, "UserPoolId", value=self.identity.user_pool.user_pool_id)
         CfnOutput(self, "UserPoolClientId", value=self.identity.client.user_pool_client_id)
+
+    def _error_responses(self) -> None:
+        """Errors API Gateway answers itself (authorizer, throttling, unknown routes) in the same
+        `{"error": {"code", "message", "details"}}` shape the functions use."""
+        for response_type, status, code in GATEWAY_ERRORS:
+            self.api.add_gateway_response(
+                f"{code.title().replace('_', '')}Response",
+                type=response_type,
+                status_code=status,
+                templates={
+                    "application/json": (
+                        f'{{"error": {{"code": "{code}", '
+                        '"message": $context.error.messageString, "details": []}}'
+                    )
+                },
+            )
 
     def _route(self, route: RouteSpec, fn: RaglineFunction) -> apigateway.Method:
         resource = self.api.root.resource_for_path(route.path.lstrip("/"))
