@@ -1,8 +1,8 @@
 """Shared fixtures for integration tests.
 
-`aws_platform` starts moto and builds the resources from ragline.topology (the same specs the CDK
-app and the local platform build from), so the fakes cannot drift from what is deployed: buckets,
-the documents table, every queue with its dead-letter queue, the bus and its rules. An extra
+`aws_platform` starts moto and builds the resources with the local platform's provisioner, from
+ragline.topology (the same specs the CDK app builds from), so the fakes cannot drift from what is
+deployed: buckets, the documents table, every queue with its dead-letter queue, the bus and its rules. An extra
 `observer` queue receives everything on the bus, so tests can see events no rule routes yet.
 `lambda_context` is the context object Powertools reads in handlers."""
 
@@ -18,8 +18,10 @@ from moto import mock_aws
 
 from ragline import aws
 from ragline.events import parse_envelope
+from ragline.local.provision import provision
+from ragline.local.sqs_runner import lambda_sqs_event
 from ragline.settings import Settings
-from ragline.topology import BUS_NAME, TOPOLOGY, dlq_name, physical_name
+from ragline.topology import BUS_NAME, physical_name
 
 REGION = "us-east-1"
 OBSERVER_QUEUE = "observer"
@@ -71,29 +73,7 @@ class AwsPlatform:
 
     def sqs_event(self, queue: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
         """What Lambda's SQS event source mapping hands the function for these messages."""
-        return {
-            "Records": [
-                {
-                    "messageId": m["MessageId"],
-                    "receiptHandle": m["ReceiptHandle"],
-                    "body": m["Body"],
-                    "attributes": {
-                        "ApproximateReceiveCount": m.get("Attributes", {}).get(
-                            "ApproximateReceiveCount", "1"
-                        ),
-                        "SentTimestamp": m.get("Attributes", {}).get("SentTimestamp", "0"),
-                        "SenderId": "AIDAEXAMPLE",
-                        "ApproximateFirstReceiveTimestamp": "0",
-                    },
-                    "messageAttributes": {},
-                    "md5OfBody": m["MD5OfBody"],
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": self.queue_arns[queue],
-                    "awsRegion": REGION,
-                }
-                for m in messages
-            ]
-        }
+        return lambda_sqs_event(messages, self.queue_arns[queue], REGION)
 
     def events_on(self, queue: str, detail_type: type, *, expected: int = 1) -> list[Any]:
         """Envelopes of `detail_type` that reached a queue."""
@@ -103,42 +83,17 @@ class AwsPlatform:
         ]
 
 
-def _create_queues(platform: AwsPlatform) -> None:
-    for spec in TOPOLOGY.queues:
-        dlq_url = platform.sqs.create_queue(QueueName=dlq_name(spec.name))["QueueUrl"]
-        dlq_arn = platform.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
-        url = platform.sqs.create_queue(
-            QueueName=physical_name(spec.name),
-            Attributes={
-                "VisibilityTimeout": str(spec.visibility_timeout_s),
-                "RedrivePolicy": json.dumps(
-                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(spec.max_receive_count)}
-                ),
-            },
-        )["QueueUrl"]
-        platform.queue_urls[spec.name] = url
+def _add_observer(platform: AwsPlatform) -> None:
+    """A queue that receives every ragline.* event on the bus, for events no rule routes yet."""
     url = platform.sqs.create_queue(QueueName=physical_name(OBSERVER_QUEUE))["QueueUrl"]
-    platform.queue_urls[OBSERVER_QUEUE] = url
-    for name, url in platform.queue_urls.items():
-        platform.queue_arns[name] = platform.sqs.get_queue_attributes(
-            QueueUrl=url, AttributeNames=["QueueArn"]
-        )["Attributes"]["QueueArn"]
-
-
-def _create_rules(platform: AwsPlatform) -> None:
-    platform.events.create_event_bus(Name=BUS_NAME)
-    rules = [
-        (physical_name(r.name), {"source": [r.source], "detail-type": list(r.detail_types)}, r.queue)
-        for r in TOPOLOGY.rules
+    arn = platform.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
     ]
-    rules.append((physical_name(OBSERVER_QUEUE), {"source": [{"prefix": "ragline."}]}, OBSERVER_QUEUE))
-    for name, pattern, queue in rules:
-        platform.events.put_rule(Name=name, EventBusName=BUS_NAME, EventPattern=json.dumps(pattern))
-        platform.events.put_targets(
-            Rule=name, EventBusName=BUS_NAME, Targets=[{"Id": queue, "Arn": platform.queue_arns[queue]}]
-        )
+    platform.queue_urls[OBSERVER_QUEUE], platform.queue_arns[OBSERVER_QUEUE] = url, arn
+    name = physical_name(OBSERVER_QUEUE)
+    pattern = {"source": [{"prefix": "ragline."}]}
+    platform.events.put_rule(Name=name, EventBusName=BUS_NAME, EventPattern=json.dumps(pattern))
+    platform.events.put_targets(Rule=name, EventBusName=BUS_NAME, Targets=[{"Id": "observer", "Arn": arn}])
 
 
 @pytest.fixture
@@ -162,17 +117,10 @@ def aws_platform(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsPlatform]:
             sqs=aws.client("sqs", settings),
             events=aws.client("events", settings),
         )
-        for bucket in (settings.raw_bucket, settings.parsed_bucket):
-            platform.s3.create_bucket(Bucket=bucket)
-        for table in TOPOLOGY.tables:
-            keys = [(table.partition_key, "HASH")] + ([(table.sort_key, "RANGE")] if table.sort_key else [])
-            platform.dynamodb.create_table(
-                TableName=physical_name(table.name),
-                KeySchema=[{"AttributeName": k, "KeyType": t} for k, t in keys],
-                AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k, _ in keys],
-                BillingMode="PAY_PER_REQUEST",
-            )
-        _create_queues(platform)
-        _create_rules(platform)
+        # The local platform's own provisioner: tests run on exactly what `ragline dev` creates.
+        provisioned = provision(settings)
+        platform.queue_urls.update(provisioned.queue_urls)
+        platform.queue_arns.update(provisioned.queue_arns)
+        _add_observer(platform)
         platform.settings = settings.model_copy(update={"index_queue_url": platform.queue_urls["index"]})
         yield platform

@@ -12,29 +12,18 @@ chunks each document. One SQS record = one document; failures are reported per r
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.ingest import wiring
 from functions.ingest.domain.service import ChunkingService, ChunkOutcome
 from ragline.contracts import DocumentUploaded
-from ragline.events import parse_envelope
+from ragline.messaging import Handler, sqs_handler
 from ragline.observability import logger as make_logger
 
 logger = make_logger("ingest-worker")
 
-Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
-
 
 def make_handler(chunking_service: Callable[[], ChunkingService]) -> Handler:
-    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-
-    def record_handler(record: SQSRecord) -> str:
-        event = parse_envelope(record.body, DocumentUploaded).detail
-        logger.set_correlation_id(event.metadata.correlation_id)
+    def handle(event: DocumentUploaded) -> str:
         logger.append_keys(document_id=event.document_id, version=event.version)
         result = chunking_service().process(event)
         log = logger.warning if result.outcome == ChunkOutcome.FAILED else logger.info
@@ -44,13 +33,7 @@ def make_handler(chunking_service: Callable[[], ChunkingService]) -> Handler:
         )
         return result.outcome
 
-    @logger.inject_lambda_context(clear_state=True)
-    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        return process_partial_response(
-            event=event, record_handler=record_handler, processor=processor, context=context
-        )
-
-    return handler
+    return sqs_handler(logger, [DocumentUploaded], handle)
 
 
 handler = make_handler(wiring.chunking_service)
