@@ -3,6 +3,7 @@ both real model servers, the gateway, the SQS pollers), driven only through the 
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -114,11 +115,22 @@ def runbook(http, alice) -> dict:
     created = upload(http, alice, "Heliotrope runbook", RUNBOOK, ["engineering"])
     assert created["version"] == 1 and created["status"] == "received"
     document, seen = wait_indexed(http, alice, created["document_id"])
+    document["correlation_id"] = created["correlation_id"]
     assert document["status"] == "indexed", document
     assert seen[-1] == "indexed" and set(seen) <= {"received", "chunked", "indexed"}
     assert document["chunk_count"] == document["indexed_count"] > 0
     upload(http, alice, "Cafeteria", OTHER, ["engineering"])
     return document
+
+
+def test_one_correlation_id_follows_the_document_through_every_function(platform, runbook):
+    services = set()
+    for line in (platform.state_dir / "logs" / "platform.log").read_text().splitlines():
+        if line.startswith("{") and runbook["correlation_id"] in line:
+            record = json.loads(line)
+            assert record["correlation_id"] == runbook["correlation_id"]
+            services.add(record["service"])
+    assert {"ingest-api", "ingest-worker", "index-worker", "ingest-status"} <= services
 
 
 def test_uploaded_chunk_is_the_top_hit_for_a_query_taken_from_it(http, alice, runbook):
