@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 SCHEMA_VERSION = "1.0"
 DEFAULT_COLLECTION = "default"
@@ -56,8 +56,12 @@ class Principal(Strict):
 
 
 class DocumentStatus(StrEnum):
+    """received → parsing → chunked → embedding → indexed, or failed (with a code and a reason)."""
+
     RECEIVED = "received"
+    PARSING = "parsing"
     CHUNKED = "chunked"
+    EMBEDDING = "embedding"
     INDEXED = "indexed"
     FAILED = "failed"
 
@@ -65,6 +69,11 @@ class DocumentStatus(StrEnum):
 class ContentType(StrEnum):
     TEXT = "text/plain"
     MARKDOWN = "text/markdown"
+    HTML = "text/html"
+    PDF = "application/pdf"
+    DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    CSV = "text/csv"
+    JSON = "application/json"
 
 
 class Document(Strict):
@@ -81,11 +90,26 @@ class Document(Strict):
     metadata: dict[str, MetadataValue] = {}
     status: DocumentStatus
     chunk_count: int | None = Field(default=None, description="Chunks produced by parsing, once chunked")
-    indexed_count: int | None = Field(default=None, description="Chunks written to the index, once indexed")
+    indexed_count: int | None = Field(default=None, description="Chunks written to the index so far")
+    failure_code: str | None = Field(default=None, description="Machine-readable, when failed")
     failure_reason: str | None = None
+    stage_times: dict[str, datetime] = Field(
+        default={}, description="When the document entered each status it has been in"
+    )
     correlation_id: str
     created_at: datetime
     updated_at: datetime
+
+
+class Collection(Strict):
+    """A named set of documents with its own chunking and embedding settings."""
+
+    name: str
+    description: str = ""
+    chunk_max_tokens: int = Field(ge=32, le=512)
+    chunk_overlap_tokens: int = Field(ge=0, le=256)
+    embedding_model: str
+    created_at: datetime
 
 
 class Chunk(Strict):
@@ -97,6 +121,7 @@ class Chunk(Strict):
     text: str
     token_count: int = Field(ge=0, description="Tokens of the embedding model's tokenizer")
     heading_path: list[str] = []
+    page: int | None = Field(default=None, ge=1, description="Page of the original (PDF), 1-based")
     char_start: int = Field(ge=0, description="Offset into the parsed text")
     char_end: int = Field(ge=0)
     allowed_groups: list[str]
@@ -168,6 +193,17 @@ class DocumentIndexed(EventDetail):
     indexed_count: int
 
 
+class IndexingStarted(EventDetail):
+    """The index context began embedding a document version's chunks."""
+
+    SOURCE: ClassVar[str] = "ragline.index"
+    DETAIL_TYPE: ClassVar[str] = "IndexingStarted"
+
+    document_id: str
+    version: int
+    chunk_count: int
+
+
 class DocumentFailed(EventDetail):
     """Published by whichever context failed; the envelope's source is `ragline.<stage>`."""
 
@@ -212,7 +248,13 @@ def event_source(detail: EventDetail) -> str:
     return getattr(detail, "source", detail.SOURCE)
 
 
-EVENT_TYPES: tuple[type[EventDetail], ...] = (DocumentUploaded, ChunksReady, DocumentIndexed, DocumentFailed)
+EVENT_TYPES: tuple[type[EventDetail], ...] = (
+    DocumentUploaded,
+    ChunksReady,
+    IndexingStarted,
+    DocumentIndexed,
+    DocumentFailed,
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,14 +275,43 @@ class ErrorResponse(Strict):
 
 
 class CreateDocumentRequest(Strict):
+    """Exactly one body: `text` (inline text), `content_base64` (inline bytes of any supported
+    format) or `upload: true` (a presigned S3 PUT for large files; `size_bytes` required)."""
+
     title: str = Field(min_length=1, max_length=512)
-    text: str = Field(min_length=1, description="The document body (inline upload)")
-    content_type: ContentType = ContentType.MARKDOWN
+    text: str | None = Field(default=None, min_length=1, description="Inline text (plain or Markdown)")
+    content_base64: str | None = Field(default=None, min_length=1, description="Inline bytes, base64")
+    upload: bool = Field(default=False, description="Return a presigned PUT URL instead of an inline body")
+    size_bytes: int | None = Field(default=None, ge=1, description="Exact size of the upload (upload: true)")
+    content_type: ContentType | None = Field(
+        default=None,
+        description="Declared type; detected from the bytes when absent (text defaults to Markdown)",
+    )
     allowed_groups: list[GroupName] = Field(min_length=1, max_length=100)
     collection: CollectionName = DEFAULT_COLLECTION
     metadata: dict[Annotated[str, StringConstraints(max_length=64)], MetadataValue] = Field(
         default={}, max_length=50
     )
+
+    @model_validator(mode="after")
+    def _one_body(self) -> CreateDocumentRequest:
+        bodies = [self.text is not None, self.content_base64 is not None, self.upload]
+        if sum(bodies) != 1:
+            raise ValueError("give exactly one of `text`, `content_base64` or `upload: true`")
+        if self.upload and self.size_bytes is None:
+            raise ValueError("`size_bytes` is required with `upload: true`")
+        if not self.upload and self.size_bytes is not None:
+            raise ValueError("`size_bytes` goes with `upload: true` only")
+        return self
+
+
+class UploadTarget(Strict):
+    """Where to PUT the bytes: the size and content type are bound into the signature."""
+
+    url: str
+    method: Literal["PUT"] = "PUT"
+    headers: dict[str, str] = Field(description="Send exactly these headers with the PUT")
+    expires_at: datetime
 
 
 class CreateDocumentResponse(Strict):
@@ -248,6 +319,11 @@ class CreateDocumentResponse(Strict):
     version: int
     status: DocumentStatus
     correlation_id: str
+    deduplicated: bool = Field(
+        default=False,
+        description="Identical content already exists in the collection; nothing new was stored",
+    )
+    upload: UploadTarget | None = None
 
 
 class DocumentView(Strict):
@@ -263,13 +339,38 @@ class DocumentView(Strict):
     status: DocumentStatus
     chunk_count: int | None
     indexed_count: int | None
+    failure_code: str | None
     failure_reason: str | None
+    stage_times: dict[str, datetime]
     created_at: datetime
     updated_at: datetime
 
     @classmethod
     def of(cls, document: Document) -> DocumentView:
         return cls.model_validate(document.model_dump(include=set(cls.model_fields)))
+
+
+class DocumentList(Strict):
+    items: list[DocumentView]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last")
+
+
+class CreateCollectionRequest(Strict):
+    name: CollectionName
+    description: str = Field(default="", max_length=1000)
+    chunk_max_tokens: int = Field(default=200, ge=32, le=512)
+    chunk_overlap_tokens: int = Field(default=32, ge=0, le=256)
+    embedding_model: str = Field(default="sentence-transformers/all-MiniLM-L6-v2", max_length=200)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> CreateCollectionRequest:
+        if self.chunk_overlap_tokens >= self.chunk_max_tokens:
+            raise ValueError("`chunk_overlap_tokens` must be smaller than `chunk_max_tokens`")
+        return self
+
+
+class CollectionList(Strict):
+    items: list[Collection]
 
 
 class SearchMode(StrEnum):
@@ -295,6 +396,7 @@ class SearchHit(Strict):
     ordinal: int
     title: str
     heading_path: list[str]
+    page: int | None = None
     text: str
     score: float
     char_start: int

@@ -41,6 +41,7 @@ def schema(dimension: int) -> pa.Schema:
             pa.field("text", pa.string(), nullable=False),
             pa.field("token_count", pa.int32(), nullable=False),
             pa.field("heading_path", pa.list_(pa.string())),
+            pa.field("page", pa.int32(), nullable=True),
             pa.field("char_start", pa.int32(), nullable=False),
             pa.field("char_end", pa.int32(), nullable=False),
             pa.field("allowed_groups", pa.list_(pa.string())),

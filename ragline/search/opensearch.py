@@ -117,6 +117,7 @@ class OpenSearchIndex:
                     "title": {"type": "text", "analyzer": "english"},
                     "text": {"type": "text", "analyzer": "english"},
                     "heading_path": {"type": "keyword", "index": False},
+                    "page": {"type": "integer", "index": False},
                     "char_start": {"type": "integer", "index": False},
                     "char_end": {"type": "integer", "index": False},
                     "token_count": {"type": "integer", "index": False},

@@ -60,3 +60,9 @@ class ParseError(IngestError):
 
 class EmptyDocument(ParseError):
     code = "empty_document"
+
+
+class UnsupportedBody(IngestError):
+    """A request body form this deployment does not accept (yet)."""
+
+    code = "unsupported_body"

@@ -23,6 +23,7 @@ from typing import Protocol
 from ragline.contracts import (
     Chunk,
     ChunksReady,
+    ContentType,
     CreateDocumentRequest,
     Document,
     DocumentFailed,
@@ -46,6 +47,7 @@ from .errors import (
     EventPublishFailed,
     IngestError,
     ParseError,
+    UnsupportedBody,
 )
 from .parsing import parse
 
@@ -143,6 +145,8 @@ class DocumentService:
     def create(self, request: CreateDocumentRequest, principal: Principal, correlation_id: str) -> Document:
         """Store the original, then the record, then announce it: a record never points at a
         missing object, and an event never at a missing record."""
+        if request.text is None:
+            raise UnsupportedBody("only inline `text` bodies are accepted yet")
         data = request.text.encode("utf-8")
         if len(data) > self._max_inline_bytes:
             raise DocumentTooLarge(len(data), self._max_inline_bytes)
@@ -152,7 +156,7 @@ class DocumentService:
             version=1,
             collection=request.collection,
             title=request.title,
-            content_type=request.content_type,
+            content_type=request.content_type or ContentType.MARKDOWN,
             content_hash=hashlib.sha256(data).hexdigest(),
             size_bytes=len(data),
             allowed_groups=list(request.allowed_groups),

@@ -24,6 +24,7 @@ from functions.ingest.domain.errors import (
     DocumentTooLarge,
     EventPublishFailed,
     IngestError,
+    UnsupportedBody,
 )
 from functions.ingest.domain.service import DocumentService
 from ragline.contracts import CreateDocumentRequest, CreateDocumentResponse, DocumentView, Principal, new_id
@@ -39,6 +40,7 @@ _DOMAIN_STATUS: dict[type[IngestError], HTTPStatus] = {
     DocumentNotFound: HTTPStatus.NOT_FOUND,
     DocumentAlreadyExists: HTTPStatus.CONFLICT,
     EventPublishFailed: HTTPStatus.SERVICE_UNAVAILABLE,
+    UnsupportedBody: HTTPStatus.UNPROCESSABLE_ENTITY,
 }
 
 logger = make_logger("ingest-api")

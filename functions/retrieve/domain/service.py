@@ -65,6 +65,7 @@ def _hit(item: ScoredChunk) -> SearchHit:
         ordinal=chunk.ordinal,
         title=chunk.title,
         heading_path=chunk.heading_path,
+        page=chunk.page,
         text=chunk.text,
         score=item.score,
         char_start=chunk.char_start,
