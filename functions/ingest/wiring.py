@@ -20,14 +20,10 @@ from typing import Any
 from functions.ingest.adapters.blob_store import S3BlobStore
 from functions.ingest.adapters.documents_table import DynamoDocumentRepository
 from functions.ingest.domain.chunking import Chunker, TokenCounter
-from functions.ingest.domain.service import (
-    ChunkingService,
-    DocumentRepository,
-    DocumentService,
-    EventPublisher,
-    MessageSender,
-    StatusService,
-)
+from functions.ingest.domain.documents import DocumentService
+from functions.ingest.domain.pipeline import ChunkingService
+from functions.ingest.domain.ports import DocumentRepository, EventPublisher, MessageSender
+from functions.ingest.domain.status import StatusService
 from ragline import aws
 from ragline.events import EventBridgePublisher, SqsSender
 from ragline.settings import Settings, get_settings

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from functions.ingest.domain.chunking import Chunker
+from functions.ingest.domain.documents import DocumentService
 from functions.ingest.domain.errors import (
     BlobNotFound,
     DocumentAlreadyExists,
@@ -19,15 +20,9 @@ from functions.ingest.domain.errors import (
     DocumentTooLarge,
     EventPublishFailed,
 )
-from functions.ingest.domain.service import (
-    ChunkingService,
-    ChunkOutcome,
-    DocumentService,
-    StatusService,
-    chunks_key,
-    raw_key,
-    text_key,
-)
+from functions.ingest.domain.pipeline import ChunkingService, ChunkOutcome
+from functions.ingest.domain.ports import chunks_key, raw_key, text_key
+from functions.ingest.domain.status import StatusService
 from ragline.contracts import (
     Chunk,
     ChunksReady,

@@ -1,0 +1,12 @@
+"""Ingest's use cases: accept a document, chunk it, apply the index's outcome.
+
+Plain Python over ports (Protocols below); adapters/ implements them over S3, DynamoDB, EventBridge
+and SQS, and tests pass in-memory fakes. Ingest owns the documents table and both buckets.
+
+Status transitions (every write is conditional on the version and the expected current status):
+
+    received --chunk--> chunked --DocumentIndexed--> indexed
+        |                  |
+        +--parse error-----+--DocumentFailed (index)--> failed
+        +--event not published (API)------------------> failed
+"""

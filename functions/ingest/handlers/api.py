@@ -18,6 +18,7 @@ from aws_lambda_powertools.event_handler.exceptions import UnauthorizedError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.ingest import wiring
+from functions.ingest.domain.documents import DocumentService
 from functions.ingest.domain.errors import (
     DocumentAlreadyExists,
     DocumentNotFound,
@@ -26,7 +27,6 @@ from functions.ingest.domain.errors import (
     IngestError,
     UnsupportedBody,
 )
-from functions.ingest.domain.service import DocumentService
 from ragline.contracts import CreateDocumentRequest, CreateDocumentResponse, DocumentView, Principal, new_id
 from ragline.http import error_response, install_error_handlers
 from ragline.identity import principal_from_claims

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from functions.ingest import wiring
-from functions.ingest.domain.service import StatusService
+from functions.ingest.domain.status import StatusService
 from ragline.contracts import DocumentFailed, DocumentIndexed
 from ragline.messaging import Handler, sqs_handler
 from ragline.observability import logger as make_logger

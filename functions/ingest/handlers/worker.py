@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from functions.ingest import wiring
-from functions.ingest.domain.service import ChunkingService, ChunkOutcome
+from functions.ingest.domain.pipeline import ChunkingService, ChunkOutcome
 from ragline.contracts import DocumentUploaded
 from ragline.messaging import Handler, sqs_handler
 from ragline.observability import logger as make_logger

@@ -1,0 +1,173 @@
+"""The ingest worker's use case: parse and chunk an uploaded document, hand the chunks to index."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from ragline.contracts import (
+    Chunk,
+    ChunksReady,
+    Document,
+    DocumentFailed,
+    DocumentStatus,
+    DocumentUploaded,
+    utcnow,
+)
+
+from .chunking import Chunker
+from .errors import (
+    BlobNotFound,
+    EmptyDocument,
+    IngestError,
+    ParseError,
+)
+from .parsing import parse
+from .ports import (
+    BlobStore,
+    DocumentRepository,
+    EventPublisher,
+    MessageSender,
+    chunks_key,
+    event_metadata,
+    text_key,
+)
+
+# --------------------------------------------------------------------------------------------
+# Worker: parse and chunk an uploaded document
+# --------------------------------------------------------------------------------------------
+
+
+class ChunkOutcome(StrEnum):
+    CHUNKED = "chunked"
+    RESENT = "resent"  # already chunked: the claim check is sent again (the send may have failed)
+    SKIPPED = "skipped"  # duplicate, stale or unknown: nothing to do
+    FAILED = "failed"  # permanent: the document cannot be parsed; DocumentFailed was published
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    outcome: ChunkOutcome
+    chunk_count: int = 0
+    reason: str | None = None
+
+
+class ChunkingService:
+    def __init__(
+        self,
+        documents: DocumentRepository,
+        raw: BlobStore,
+        parsed: BlobStore,
+        publisher: EventPublisher,
+        index_queue: MessageSender,
+        chunker: Chunker,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._documents = documents
+        self._raw = raw
+        self._parsed = parsed
+        self._publisher = publisher
+        self._index_queue = index_queue
+        self._chunker = chunker
+        self._clock = clock
+
+    def process(self, event: DocumentUploaded) -> ChunkResult:
+        """Idempotent: safe to call again for the same event (SQS delivers at least once).
+        Transient errors (storage, network) propagate so the message is retried."""
+        document = self._documents.get(event.document_id)
+        if document is None or document.version != event.version:
+            return ChunkResult(ChunkOutcome.SKIPPED, reason="no record of this version")
+        correlation_id = event.metadata.correlation_id
+        if document.status == DocumentStatus.CHUNKED:
+            # The status write is the commit point; the send after it may not have happened.
+            self._send_chunks_ready(document, document.chunk_count or 0, correlation_id)
+            return ChunkResult(ChunkOutcome.RESENT, chunk_count=document.chunk_count or 0)
+        if document.status != DocumentStatus.RECEIVED:
+            return ChunkResult(ChunkOutcome.SKIPPED, reason=f"already {document.status}")
+
+        try:
+            parsed = parse(self._raw.get(event.raw_key), document.content_type)
+            spans = self._chunker.chunk(parsed.text, parsed.content_type)
+            if not spans:
+                raise EmptyDocument("document has no text to index")
+        except (ParseError, BlobNotFound) as exc:
+            self._fail(document, exc, correlation_id)
+            return ChunkResult(ChunkOutcome.FAILED, reason=str(exc))
+
+        chunks = [
+            Chunk(
+                document_id=document.id,
+                version=document.version,
+                ordinal=ordinal,
+                collection=document.collection,
+                title=document.title,
+                text=span.text,
+                token_count=span.token_count,
+                heading_path=list(span.heading_path),
+                char_start=span.char_start,
+                char_end=span.char_end,
+                allowed_groups=document.allowed_groups,
+                tenant=document.tenant,
+                metadata=document.metadata,
+            )
+            for ordinal, span in enumerate(spans)
+        ]
+        self._parsed.put(
+            text_key(document.id, document.version), parsed.text.encode("utf-8"), "text/plain; charset=utf-8"
+        )
+        self._parsed.put(
+            chunks_key(document.id, document.version), encode_chunks(chunks), "application/x-ndjson"
+        )
+        committed = self._documents.update_status(
+            document.id,
+            version=document.version,
+            expected={DocumentStatus.RECEIVED},
+            status=DocumentStatus.CHUNKED,
+            updated_at=self._clock(),
+            chunk_count=len(chunks),
+        )
+        if not committed:  # a concurrent delivery of the same event got there first
+            return ChunkResult(ChunkOutcome.SKIPPED, reason="status changed while chunking")
+        self._send_chunks_ready(document, len(chunks), correlation_id)
+        return ChunkResult(ChunkOutcome.CHUNKED, chunk_count=len(chunks))
+
+    def _send_chunks_ready(self, document: Document, chunk_count: int, correlation_id: str) -> None:
+        self._index_queue.send(
+            ChunksReady(
+                metadata=event_metadata(correlation_id, document.id, document.version, "chunks-ready"),
+                document_id=document.id,
+                version=document.version,
+                collection=document.collection,
+                chunks_key=chunks_key(document.id, document.version),
+                chunk_count=chunk_count,
+            )
+        )
+
+    def _fail(self, document: Document, error: IngestError, correlation_id: str) -> None:
+        # Published before the status write: if the publish fails the message is retried, and
+        # the retry still finds the record `received` and gets here again.
+        self._publisher.publish(
+            DocumentFailed(
+                metadata=event_metadata(correlation_id, document.id, document.version, "failed-ingest"),
+                document_id=document.id,
+                version=document.version,
+                stage="ingest",
+                code=error.code,
+                reason=str(error),
+            )
+        )
+        self._documents.update_status(
+            document.id,
+            version=document.version,
+            expected={DocumentStatus.RECEIVED},
+            status=DocumentStatus.FAILED,
+            updated_at=self._clock(),
+            failure_reason=f"{error.code}: {error}",
+        )
+
+
+def encode_chunks(chunks: Sequence[Chunk]) -> bytes:
+    return "".join(chunk.model_dump_json() + "\n" for chunk in chunks).encode("utf-8")
