@@ -56,8 +56,10 @@ class Principal(Strict):
 
 
 class DocumentStatus(StrEnum):
-    """received → parsing → chunked → embedding → indexed, or failed (with a code and a reason)."""
+    """received → parsing → chunked → embedding → indexed, or failed (with a code and a reason).
+    A presigned upload starts at awaiting_upload and becomes received when its bytes arrive."""
 
+    AWAITING_UPLOAD = "awaiting_upload"
     RECEIVED = "received"
     PARSING = "parsing"
     CHUNKED = "chunked"
