@@ -1,7 +1,7 @@
 """The spine's figures on this machine: upload → indexed, search through the gateway, time to the
 first answer token. Starts `ragline dev` on free ports and uses SciFact abstracts as documents.
 
-    .venv/bin/python bench/spine.py [--docs 20] [--queries 30] [--answers 5]
+    .venv/bin/python -m bench.spine [--docs 20] [--queries 30] [--answers 5]
 
 Absolute times are noisy on a shared 2-core machine, so search is also reported as a ratio against
 a baseline run in this process: the same queries through the same SearchService code, with the
