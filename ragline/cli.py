@@ -9,6 +9,7 @@ ragline schemas [--check]   write (or check) the JSON Schemas and the OpenAPI do
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +36,30 @@ def _token(args: argparse.Namespace) -> int:
     groups = [g for value in args.groups for g in value.split(",") if g]
     print(LocalIdentityProvider(args.state_dir).issue(args.user, groups, tenant=args.tenant, ttl_s=args.ttl))
     return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from ragline.bulk import run
+
+    groups = [g for g in args.groups.split(",") if g]
+    token = args.token
+    if not token:  # locally, sign one with the local identity provider
+        from ragline.local.idp import LocalIdentityProvider
+
+        token = LocalIdentityProvider(args.state_dir).issue(args.user, groups)
+    summary = run(
+        args.paths,
+        api=args.api,
+        token=token,
+        allowed_groups=groups,
+        collection=args.collection,
+        concurrency=args.concurrency,
+        manifest_path=args.state_dir / "ingest-manifest.json",
+        show_progress=sys.stderr.isatty(),
+    )
+    for line in summary.lines():
+        print(line)
+    return 1 if summary.failed else 0
 
 
 def _schemas(args: argparse.Namespace) -> int:
@@ -69,6 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--tenant")
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     token.set_defaults(run=_token)
+
+    ingest = commands.add_parser("ingest", help="upload files and folders through the API")
+    ingest.add_argument("paths", nargs="+", type=Path)
+    ingest.add_argument(
+        "--groups", required=True, help="groups allowed to see the documents, comma-separated"
+    )
+    ingest.add_argument("--collection", default="default")
+    ingest.add_argument("--api", default=os.environ.get("RAGLINE_API", "http://127.0.0.1:8000"))
+    ingest.add_argument("--token", default=os.environ.get("RAGLINE_TOKEN"), help="default: a local token")
+    ingest.add_argument("--user", default="ragline-cli", help="the local token's user, when no --token")
+    ingest.add_argument("--concurrency", type=int, default=4, help="files in flight at once")
+    ingest.set_defaults(run=_ingest)
 
     schemas = commands.add_parser("schemas", help="export JSON Schemas and OpenAPI to docs/")
     schemas.add_argument("--out", type=Path, default=Path("docs"))

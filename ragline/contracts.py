@@ -84,7 +84,10 @@ class Document(Strict):
     collection: str = DEFAULT_COLLECTION
     title: str
     content_type: ContentType
-    content_hash: str = Field(description="sha256 of the original bytes, hex")
+    content_hash: str | None = Field(
+        default=None,
+        description="sha256 of the original bytes, hex; null until a presigned upload's bytes arrive",
+    )
     size_bytes: int = Field(ge=0)
     allowed_groups: list[str]
     tenant: str | None = None
@@ -334,7 +337,7 @@ class DocumentView(Strict):
     collection: str
     title: str
     content_type: ContentType
-    content_hash: str
+    content_hash: str | None
     size_bytes: int
     allowed_groups: list[str]
     metadata: dict[str, MetadataValue]

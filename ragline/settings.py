@@ -23,7 +23,16 @@ class Settings(BaseSettings):
     raw_bucket: str = "ragline-raw"
     parsed_bucket: str = "ragline-parsed"
     documents_table: str = "ragline-documents"
+    collections_table: str = "ragline-collections"
+    idempotency_table: str = "ragline-idempotency"
+    idempotency_ttl_s: int = Field(
+        default=24 * 3600, description="How long an Idempotency-Key replays its first response"
+    )
     max_inline_bytes: int = Field(default=5 * 1024 * 1024, description="Largest inline document body")
+    max_document_bytes: int = Field(
+        default=100 * 1024 * 1024, description="Largest document on any path (inline or presigned upload)"
+    )
+    upload_url_ttl_s: int = Field(default=900, ge=1, description="How long a presigned upload URL is valid")
     chunk_max_tokens: int = 200
     chunk_overlap_tokens: int = 32
     embedding_tokenizer: str | None = Field(
@@ -43,6 +52,10 @@ class Settings(BaseSettings):
     )
     lance_path: str = ".ragline/index"
     embedding_dimension: int = 384
+    embedding_model: str = Field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        description="The model behind the embedding endpoint; the only one a collection may name",
+    )
 
     # model endpoints: a SageMaker endpoint name in AWS, a base URL locally
     embedding_backend: Literal["sagemaker", "http"] = "sagemaker"

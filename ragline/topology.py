@@ -7,11 +7,32 @@ and its gateway routes from the same specs, so local and AWS cannot drift apart 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from ragline.contracts import ChunksReady, DocumentFailed, DocumentIndexed, DocumentUploaded
+from ragline.contracts import (
+    ChunksReady,
+    DocumentFailed,
+    DocumentIndexed,
+    DocumentUploaded,
+    IndexingStarted,
+)
 
 BUS_NAME = "ragline"
+# The account's default bus: AWS services (S3 among them) put their events there and on no other.
+DEFAULT_BUS = "default"
 BUCKETS = ("raw", "parsed")
+# S3's EventBridge events (a bucket with EventBridge notifications on sends every one of them).
+S3_SOURCE = "aws.s3"
+S3_OBJECT_CREATED = "Object Created"
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """A global secondary index (string keys, every attribute projected)."""
+
+    name: str
+    partition_key: str
+    sort_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -20,6 +41,7 @@ class TableSpec:
     partition_key: str
     sort_key: str | None = None
     ttl_attribute: str | None = None
+    indexes: tuple[IndexSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,6 +79,25 @@ class RuleSpec:
     source: str
     detail_types: tuple[str, ...]
     queue: str
+    bus: str = BUS_NAME  # or DEFAULT_BUS, for AWS services' events
+    # S3 events only: objects of this topology bucket (the pattern names its deployed bucket)
+    # whose key starts with `key_prefix`.
+    bucket: str | None = None
+    key_prefix: str | None = None
+
+    def event_pattern(self, bucket_name: str | None = None) -> dict[str, Any]:
+        """The EventBridge pattern; `bucket_name` is the deployed name of `bucket` (a CDK token in AWS)."""
+        pattern: dict[str, Any] = {"source": [self.source], "detail-type": list(self.detail_types)}
+        detail: dict[str, Any] = {}
+        if self.bucket is not None:
+            if bucket_name is None:
+                raise ValueError(f"rule {self.name} needs the deployed name of bucket {self.bucket!r}")
+            detail["bucket"] = {"name": [bucket_name]}
+        if self.key_prefix is not None:
+            detail["object"] = {"key": [{"prefix": self.key_prefix}]}
+        if detail:
+            pattern["detail"] = detail
+        return pattern
 
 
 @dataclass(frozen=True)
@@ -77,11 +118,29 @@ class Topology:
 
 
 TOPOLOGY = Topology(
-    tables=(TableSpec(name="documents", partition_key="id"),),
+    tables=(
+        # Documents, plus one `hash#...` claim item per (tenant, collection, content, groups) written
+        # in the same transaction as its document (content dedupe). The indexes list a tenant's
+        # documents newest first, all of them or one collection's (GET /v1/documents).
+        TableSpec(
+            name="documents",
+            partition_key="id",
+            indexes=(
+                IndexSpec(name="by-tenant", partition_key="list_tenant", sort_key="list_order"),
+                IndexSpec(name="by-collection", partition_key="list_collection", sort_key="list_order"),
+            ),
+        ),
+        # Collections per tenant (`default` is implicit and never stored).
+        TableSpec(name="collections", partition_key="tenant_scope", sort_key="name"),
+        # Idempotency-Key records of POST /v1/documents (Powertools idempotency), expired by TTL.
+        TableSpec(name="idempotency", partition_key="id", ttl_attribute="expiration"),
+    ),
     queues=(
         QueueSpec(name="ingest", visibility_timeout_s=360, batch_size=5, consumer_timeout_s=300),
         QueueSpec(name="index", visibility_timeout_s=360, batch_size=5, consumer_timeout_s=300),
         QueueSpec(name="ingest-status", visibility_timeout_s=60, batch_size=10, consumer_timeout_s=30),
+        # S3 "Object Created" events of presigned uploads (each may hash up to max_document_bytes).
+        QueueSpec(name="uploads", visibility_timeout_s=360, batch_size=5, consumer_timeout_s=300),
     ),
     rules=(
         RuleSpec(
@@ -93,8 +152,21 @@ TOPOLOGY = Topology(
         RuleSpec(
             name="index-outcome-to-ingest-status",
             source=DocumentIndexed.SOURCE,
-            detail_types=(DocumentIndexed.DETAIL_TYPE, DocumentFailed.DETAIL_TYPE),
+            detail_types=(
+                IndexingStarted.DETAIL_TYPE,
+                DocumentIndexed.DETAIL_TYPE,
+                DocumentFailed.DETAIL_TYPE,
+            ),
             queue="ingest-status",
+        ),
+        RuleSpec(
+            name="raw-object-created-to-uploads",
+            source=S3_SOURCE,
+            detail_types=(S3_OBJECT_CREATED,),
+            queue="uploads",
+            bus=DEFAULT_BUS,
+            bucket="raw",
+            key_prefix="raw/",
         ),
     ),
     functions=(
@@ -102,7 +174,14 @@ TOPOLOGY = Topology(
             name="ingest-api",
             context="ingest",
             handler="functions.ingest.handlers.api.handler",
-            routes=(RouteSpec("POST", "/v1/documents"), RouteSpec("GET", "/v1/documents/{document_id}")),
+            routes=(
+                RouteSpec("POST", "/v1/documents"),
+                RouteSpec("GET", "/v1/documents"),
+                RouteSpec("GET", "/v1/documents/{document_id}"),
+                RouteSpec("POST", "/v1/collections"),
+                RouteSpec("GET", "/v1/collections"),
+                RouteSpec("GET", "/v1/collections/{name}"),
+            ),
         ),
         FunctionSpec(
             name="ingest-worker",
@@ -117,6 +196,13 @@ TOPOLOGY = Topology(
             context="ingest",
             handler="functions.ingest.handlers.status.handler",
             queue="ingest-status",
+        ),
+        FunctionSpec(
+            name="ingest-object-created",
+            context="ingest",
+            handler="functions.ingest.handlers.object_created.handler",
+            queue="uploads",
+            timeout_s=300,
         ),
         FunctionSpec(
             name="index-worker",

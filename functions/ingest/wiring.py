@@ -6,6 +6,9 @@ needs only the table), so there is one builder and one cached accessor per servi
     document_service()  -> DocumentService   (ingest-api)
     chunking_service()  -> ChunkingService   (ingest-worker)
     status_service()    -> StatusService     (ingest-status)
+    upload_service()    -> UploadService     (ingest-api for `upload: true`, ingest-object-created)
+    collection_catalog() -> CollectionCatalog (ingest-api; documents and chunking use their own)
+    idempotent_requests() -> IdempotentRequests (ingest-api: the Idempotency-Key store)
 
 The accessors build on first use from `get_settings()` and keep the result for the container's life.
 Tests call the `build_*` functions (or `build`, for all three) with moto-backed clients or fakes and
@@ -17,13 +20,20 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from botocore.config import Config
+
 from functions.ingest.adapters.blob_store import S3BlobStore
+from functions.ingest.adapters.collections_table import DynamoCollectionRepository
 from functions.ingest.adapters.documents_table import DynamoDocumentRepository
+from functions.ingest.adapters.idempotency import IdempotentRequests
+from functions.ingest.adapters.upload_records import DynamoUploadRecords
 from functions.ingest.domain.chunking import Chunker, TokenCounter
+from functions.ingest.domain.collections import CollectionCatalog, CollectionDefaults
 from functions.ingest.domain.documents import DocumentService
 from functions.ingest.domain.pipeline import ChunkingService
 from functions.ingest.domain.ports import DocumentRepository, EventPublisher, MessageSender
 from functions.ingest.domain.status import StatusService
+from functions.ingest.domain.uploads import UploadService
 from ragline import aws
 from ragline.events import EventBridgePublisher, SqsSender
 from ragline.settings import Settings, get_settings
@@ -31,6 +41,26 @@ from ragline.settings import Settings, get_settings
 
 def _documents(settings: Settings, dynamodb: Any) -> DocumentRepository:
     return DynamoDocumentRepository(dynamodb or aws.client("dynamodb", settings), settings.documents_table)
+
+
+def build_collection_catalog(settings: Settings, *, dynamodb: Any = None) -> CollectionCatalog:
+    """Collections; `default` has the deployment's chunk settings and embedding model."""
+    return CollectionCatalog(
+        DynamoCollectionRepository(dynamodb or aws.client("dynamodb", settings), settings.collections_table),
+        CollectionDefaults(
+            chunk_max_tokens=settings.chunk_max_tokens,
+            chunk_overlap_tokens=settings.chunk_overlap_tokens,
+            embedding_model=settings.embedding_model,
+        ),
+    )
+
+
+def build_idempotent_requests(settings: Settings, *, dynamodb: Any = None) -> IdempotentRequests:
+    return IdempotentRequests(
+        dynamodb or aws.client("dynamodb", settings),
+        settings.idempotency_table,
+        ttl_s=settings.idempotency_ttl_s,
+    )
 
 
 def _publisher(settings: Settings, events: Any) -> EventPublisher:
@@ -57,7 +87,8 @@ def build_document_service(
         _documents(settings, dynamodb),
         S3BlobStore(s3 or aws.client("s3", settings), settings.raw_bucket),
         publisher or _publisher(settings, events),
-        max_inline_bytes=settings.max_inline_bytes,
+        max_inline_bytes=min(settings.max_inline_bytes, settings.max_document_bytes),
+        collections=build_collection_catalog(settings, dynamodb=dynamodb),
     )
 
 
@@ -86,6 +117,8 @@ def build_chunking_service(
         Chunker(
             tokenizer or default_tokenizer(settings), settings.chunk_max_tokens, settings.chunk_overlap_tokens
         ),
+        collections=build_collection_catalog(settings, dynamodb=dynamodb),
+        max_document_bytes=settings.max_document_bytes,
     )
 
 
@@ -93,11 +126,40 @@ def build_status_service(settings: Settings, *, dynamodb: Any = None) -> StatusS
     return StatusService(_documents(settings, dynamodb))
 
 
+# botocore presigns S3 URLs with SigV2 unless told otherwise; only SigV4 signs the Content-Length.
+PRESIGN_CONFIG = Config(signature_version="s3v4")
+
+
+def build_upload_service(
+    settings: Settings,
+    *,
+    presign_s3: Any = None,
+    dynamodb: Any = None,
+    events: Any = None,
+    publisher: EventPublisher | None = None,
+) -> UploadService:
+    """`presign_s3`: an S3 client built with PRESIGN_CONFIG (by default one is built from settings)."""
+    dynamodb = dynamodb or aws.client("dynamodb", settings)
+    return UploadService(
+        _documents(settings, dynamodb),
+        DynamoUploadRecords(dynamodb, settings.documents_table),
+        S3BlobStore(presign_s3 or aws.client("s3", settings, config=PRESIGN_CONFIG), settings.raw_bucket),
+        publisher or _publisher(settings, events),
+        bucket=settings.raw_bucket,
+        max_document_bytes=settings.max_document_bytes,
+        url_ttl_s=settings.upload_url_ttl_s,
+        collections=build_collection_catalog(settings, dynamodb=dynamodb),
+    )
+
+
 @dataclass(frozen=True)
 class IngestServices:
     documents: DocumentService
     chunking: ChunkingService
     status: StatusService
+    uploads: UploadService
+    collections: CollectionCatalog
+    idempotency: IdempotentRequests
 
 
 def build(
@@ -111,7 +173,8 @@ def build(
     publisher: EventPublisher | None = None,
     index_queue: MessageSender | None = None,
 ) -> IngestServices:
-    """All three services over the same clients (tests, the local platform)."""
+    """All the services over the same clients (tests, the local platform); uploads presign with
+    their own SigV4 S3 client, built from settings."""
     s3 = s3 or aws.client("s3", settings)
     dynamodb = dynamodb or aws.client("dynamodb", settings)
     events = events or aws.client("events", settings)
@@ -130,6 +193,9 @@ def build(
             index_queue=index_queue,
         ),
         status=build_status_service(settings, dynamodb=dynamodb),
+        uploads=build_upload_service(settings, dynamodb=dynamodb, events=events, publisher=publisher),
+        collections=build_collection_catalog(settings, dynamodb=dynamodb),
+        idempotency=build_idempotent_requests(settings, dynamodb=dynamodb),
     )
 
 
@@ -146,3 +212,18 @@ def chunking_service() -> ChunkingService:
 @cache
 def status_service() -> StatusService:
     return build_status_service(get_settings())
+
+
+@cache
+def upload_service() -> UploadService:
+    return build_upload_service(get_settings())
+
+
+@cache
+def collection_catalog() -> CollectionCatalog:
+    return build_collection_catalog(get_settings())
+
+
+@cache
+def idempotent_requests() -> IdempotentRequests:
+    return build_idempotent_requests(get_settings())

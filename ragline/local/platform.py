@@ -67,6 +67,8 @@ def environment(config: LocalConfig) -> dict[str, str]:
         "RAGLINE_RAW_BUCKET": physical_name("raw"),
         "RAGLINE_PARSED_BUCKET": physical_name("parsed"),
         "RAGLINE_DOCUMENTS_TABLE": physical_name("documents"),
+        "RAGLINE_COLLECTIONS_TABLE": physical_name("collections"),
+        "RAGLINE_IDEMPOTENCY_TABLE": physical_name("idempotency"),
         "RAGLINE_SEARCH_BACKEND": "lance",
         "RAGLINE_LANCE_PATH": str(config.state_dir / "index"),
         "RAGLINE_EMBEDDING_BACKEND": "http",

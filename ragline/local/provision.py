@@ -26,14 +26,33 @@ def provision(settings: Settings, topology: Topology = TOPOLOGY) -> Provisioned:
 
     for bucket in BUCKETS:
         s3.create_bucket(Bucket=physical_name(bucket))
+        if any(rule.bucket == bucket for rule in topology.rules):
+            # moto then puts S3's events on EventBridge, as S3 does (see the rules below).
+            s3.put_bucket_notification_configuration(
+                Bucket=physical_name(bucket), NotificationConfiguration={"EventBridgeConfiguration": {}}
+            )
 
     for table in topology.tables:
-        keys = [(table.partition_key, "HASH")] + ([(table.sort_key, "RANGE")] if table.sort_key else [])
+        keys = _key_schema(table.partition_key, table.sort_key)
+        indexes = [
+            {
+                "IndexName": index.name,
+                "KeySchema": _key_schema(index.partition_key, index.sort_key),
+                "Projection": {"ProjectionType": "ALL"},
+            }
+            for index in table.indexes
+        ]
+        attributes = {k["AttributeName"] for k in keys} | {
+            k["AttributeName"] for index in indexes for k in index["KeySchema"]
+        }
         ddb.create_table(
             TableName=physical_name(table.name),
-            KeySchema=[{"AttributeName": name, "KeyType": kind} for name, kind in keys],
-            AttributeDefinitions=[{"AttributeName": name, "AttributeType": "S"} for name, _ in keys],
+            KeySchema=keys,
+            AttributeDefinitions=[
+                {"AttributeName": name, "AttributeType": "S"} for name in sorted(attributes)
+            ],
             BillingMode="PAY_PER_REQUEST",
+            **({"GlobalSecondaryIndexes": indexes} if indexes else {}),
         )
 
     urls: dict[str, str] = {}
@@ -54,17 +73,22 @@ def provision(settings: Settings, topology: Topology = TOPOLOGY) -> Provisioned:
 
     events.create_event_bus(Name=BUS_NAME)
     for rule in topology.rules:
+        # rule.bus is BUS_NAME or the default bus, which moto (like every account) always has.
+        pattern = rule.event_pattern(physical_name(rule.bucket) if rule.bucket else None)
         events.put_rule(
-            Name=physical_name(rule.name),
-            EventBusName=BUS_NAME,
-            EventPattern=json.dumps({"source": [rule.source], "detail-type": list(rule.detail_types)}),
+            Name=physical_name(rule.name), EventBusName=rule.bus, EventPattern=json.dumps(pattern)
         )
         events.put_targets(
             Rule=physical_name(rule.name),
-            EventBusName=BUS_NAME,
+            EventBusName=rule.bus,
             Targets=[{"Id": rule.queue, "Arn": arns[rule.queue]}],
         )
     return Provisioned(queue_urls=urls, queue_arns=arns)
+
+
+def _key_schema(partition_key: str, sort_key: str | None) -> list[dict[str, str]]:
+    keys = [{"AttributeName": partition_key, "KeyType": "HASH"}]
+    return keys + ([{"AttributeName": sort_key, "KeyType": "RANGE"}] if sort_key else [])
 
 
 def _arn(sqs: Any, url: str) -> str:

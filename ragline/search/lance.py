@@ -81,12 +81,19 @@ def where_clause(flt: SearchFilter) -> str:
 class LanceIndex:
     """`SearchIndex` on one LanceDB table. The connection is built by the caller (see the factory)."""
 
-    def __init__(self, db: DBConnection, table: str, *, dimension: int) -> None:
+    def __init__(
+        self, db: DBConnection, table: str, *, dimension: int, optimize_after_rows: int = 2000
+    ) -> None:
         self._db = db
         self._name = table
         self._dimension = dimension
         self._schema = schema(dimension)
         self._table: Table | None = None
+        # Rows written since the last optimize() are searched without the FTS index (correct, just
+        # slower); optimizing after every write costs more the larger the table (about 150 ms at
+        # 2,000 rows here), so fold them in once enough have piled up.
+        self._optimize_after = optimize_after_rows
+        self._unoptimized = 0
 
     def ensure_index(self) -> None:
         table = self._db.create_table(self._name, schema=self._schema, exist_ok=True)
@@ -102,8 +109,15 @@ class LanceIndex:
         table = self._writable()
         rows = pa.Table.from_pylist([self._row(item) for item in items], schema=self._schema)
         table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
-        # Folds the new rows into the FTS indexes (they are searched flat until then) and compacts.
+        self._unoptimized += len(items)
+        if self._unoptimized >= self._optimize_after:
+            self.optimize()
+
+    def optimize(self) -> None:
+        """Fold new rows into the FTS indexes and compact the table's fragments."""
+        table = self._writable()
         table.optimize()
+        self._unoptimized = 0
 
     def delete_document(self, document_id: str, version: int | None = None) -> int:
         table = self._readable()

@@ -19,6 +19,7 @@ from ragline.settings import Settings
 from ragline.topology import BUCKETS, TOPOLOGY
 
 FUNCTION_STACKS = ("Ingest", "Index", "Retrieve", "Context")
+UPLOAD_CONSUMERS = {TOPOLOGY.consumer_of(rule.queue).name for rule in TOPOLOGY.rules if rule.bucket}
 CDK_JSON = json.loads((Path(__file__).resolve().parents[2] / "cdk.json").read_text())["context"]
 
 
@@ -61,9 +62,10 @@ def test_bus_and_one_rule_per_topology_rule_targeting_its_queue(synth):
     platform = synth.stacks["Platform"]
     template = synth.template("Platform")
     template.resource_count_is("AWS::Events::EventBus", 1)
-    template.resource_count_is("AWS::Events::Rule", len(TOPOLOGY.rules))
+    bus_rules = [rule for rule in TOPOLOGY.rules if rule.bucket is None]  # S3's: see test_presigned_uploads_*
+    template.resource_count_is("AWS::Events::Rule", len(bus_rules))
     bus_id = synth.logical_id(platform.bus)
-    for rule in TOPOLOGY.rules:
+    for rule in bus_rules:
         template.has_resource_properties(
             "AWS::Events::Rule",
             {
@@ -146,14 +148,52 @@ def test_tables_match_topology(synth):
         keys = [{"AttributeName": spec.partition_key, "KeyType": "HASH"}]
         if spec.sort_key:
             keys.append({"AttributeName": spec.sort_key, "KeyType": "RANGE"})
+        indexes = [
+            {
+                "IndexName": index.name,
+                "KeySchema": [{"AttributeName": index.partition_key, "KeyType": "HASH"}]
+                + ([{"AttributeName": index.sort_key, "KeyType": "RANGE"}] if index.sort_key else []),
+                "Projection": {"ProjectionType": "ALL"},
+            }
+            for index in spec.indexes
+        ]
+        ttl = (
+            {"TimeToLiveSpecification": {"AttributeName": spec.ttl_attribute, "Enabled": True}}
+            if spec.ttl_attribute
+            else {}
+        )
         template.has_resource_properties(
             "AWS::DynamoDB::Table",
             {
                 "KeySchema": keys,
                 "BillingMode": "PAY_PER_REQUEST",
                 "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+                "GlobalSecondaryIndexes": indexes if indexes else Match.absent(),
+                **ttl,
             },
         )
+
+
+def test_ingest_functions_find_and_may_use_every_ingest_table(synth):
+    """Each table's name reaches the ingest functions as its setting, and their roles may read and
+    write it and query its indexes (listing documents uses them)."""
+    ingest = synth.stacks["Ingest"]
+    resources = synth.templates["Ingest"]["Resources"]
+    for spec in TOPOLOGY.tables:
+        table_id = synth.logical_id(ingest.tables[spec.name])
+        variable = f"RAGLINE_{spec.name.upper()}_TABLE"
+        assert variable.lower().removeprefix("ragline_") in Settings.model_fields, variable
+        for name, fn in ingest.functions.items():
+            env = resources[synth.logical_id(fn.function)]["Properties"]["Environment"]["Variables"]
+            assert env[variable] == {"Ref": table_id}, (name, spec.name)
+            if name in UPLOAD_CONSUMERS:  # least privilege: see test_presigned_uploads_*
+                continue
+            statements = _policies_of(synth, "Ingest", synth.logical_id(fn.role))
+            granted = [s for s in statements if table_id in json.dumps(s)]
+            actions = {a for s in granted for a in _actions(s)}
+            assert {"dynamodb:PutItem", "dynamodb:Query", "dynamodb:GetItem"} <= actions, (name, spec.name)
+            if spec.indexes:
+                assert any("/index/*" in json.dumps(s["Resource"]) for s in granted), (name, spec.name)
 
 
 # --- search and models -----------------------------------------------------------------------
@@ -290,7 +330,10 @@ def test_only_ingest_writes_the_documents_table(synth):
             role_stack = "Index" if TOPOLOGY.function(name).context in ("index", "retrieve") else stack_name
             statements = _policies_of(synth, role_stack, synth.logical_id(fn.role))
             writes = [
-                s for s in statements if table_id in json.dumps(s) and "dynamodb:PutItem" in _actions(s)
+                s
+                for s in statements
+                if table_id in json.dumps(s)
+                and {"dynamodb:PutItem", "dynamodb:UpdateItem"} & set(_actions(s))
             ]
             assert bool(writes) == (TOPOLOGY.function(name).context == "ingest"), name
 
@@ -421,3 +464,62 @@ def test_cdk_json_context_is_a_valid_config():
     config = DeployConfig.model_validate({k: v for k, v in CDK_JSON.items() if not k.startswith("@")})
     assert config.lambda_asset_dir == Path("build/lambda")
     assert set(config.models) == {"embedding", "llm"}
+
+
+# --- presigned uploads -----------------------------------------------------------------------
+
+
+def test_presigned_uploads_raw_bucket_events_reach_the_uploads_queue_on_the_default_bus(synth):
+    """S3 puts its events on the default bus only: the rule lives there, in the stack of the bucket
+    its pattern names, with the name the uploads queue's policy (Platform) admits."""
+    ingest, platform = synth.stacks["Ingest"], synth.stacks["Platform"]
+    (rule,) = [rule for rule in TOPOLOGY.rules if rule.bucket]
+    bucket = synth.templates["Ingest"]["Resources"][synth.logical_id(ingest.buckets[rule.bucket])]
+    assert bucket["Properties"]["CorsConfiguration"]["CorsRules"][0]["AllowedMethods"] == ["PUT"]
+    (notifications,) = synth.resources("Custom::S3BucketNotifications", "Ingest").values()
+    assert notifications["Properties"]["BucketName"] == {"Ref": synth.logical_id(ingest.buckets[rule.bucket])}
+    assert notifications["Properties"]["NotificationConfiguration"] == {"EventBridgeConfiguration": {}}
+
+    (deployed,) = synth.resources("AWS::Events::Rule", "Ingest").values()
+    props = deployed["Properties"]
+    assert "EventBusName" not in props  # the default bus
+    assert props["EventPattern"] == rule.event_pattern({"Ref": synth.logical_id(ingest.buckets[rule.bucket])})
+    queue_id = synth.logical_id(platform.queues[rule.queue])
+    (target,) = props["Targets"]
+    assert queue_id in json.dumps(target["Arn"])  # the Platform queue's ARN, imported
+
+    policies = synth.resources("AWS::SQS::QueuePolicy", "Platform")
+    allows = [
+        s
+        for p in policies.values()
+        if p["Properties"]["Queues"] == [{"Ref": queue_id}]
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+        if s["Effect"] == "Allow"
+    ]
+    assert [s["Principal"] for s in allows] == [{"Service": "events.amazonaws.com"}]
+    source_arn = json.dumps(allows[0]["Condition"]["ArnEquals"]["aws:SourceArn"])
+    assert f":rule/{props['Name']}" in source_arn
+
+
+def test_the_upload_consumer_may_only_read_and_delete_uploads_and_move_their_records(synth):
+    ingest = synth.stacks["Ingest"]
+    (name,) = UPLOAD_CONSUMERS
+    statements = _policies_of(synth, "Ingest", synth.logical_id(ingest.functions[name].role))
+    actions = {a for s in statements for a in _actions(s)}
+    assert {"s3:GetObject*", "s3:DeleteObject*", "dynamodb:GetItem", "dynamodb:UpdateItem"} <= actions
+    assert "events:PutEvents" in actions
+    forbidden = (
+        "s3:PutObject",
+        "s3:Abort",
+        "dynamodb:PutItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:Batch",
+        "sqs:Send",
+    )
+    assert not [a for a in actions if a.startswith(forbidden)], actions
+    parsed = synth.logical_id(ingest.buckets["parsed"])
+    for table, spec in ((ingest.tables[t.name], t) for t in TOPOLOGY.tables if t.name != "documents"):
+        assert not [s for s in statements if synth.logical_id(table) in json.dumps(s)], spec.name
+    s3_statements = [s for s in statements if any(a.startswith("s3:") for a in _actions(s))]
+    assert s3_statements and all(parsed not in json.dumps(s) for s in s3_statements)
+    assert all("/raw/*" in json.dumps(s["Resource"]) for s in s3_statements)

@@ -12,10 +12,12 @@ import pytest
 from functions.ingest import wiring
 from functions.ingest.adapters.documents_table import DynamoDocumentRepository
 from functions.ingest.adapters.tokenizer import HfTokenCounter
+from functions.ingest.domain.ports import raw_key
 from functions.ingest.handlers import api, status, worker
 from ragline.contracts import (
     Chunk,
     ChunksReady,
+    ContentType,
     CreateDocumentResponse,
     DocumentFailed,
     DocumentIndexed,
@@ -225,8 +227,10 @@ def test_an_unpublishable_event_fails_the_document_with_503(
 
     assert response["statusCode"] == 503
     assert json.loads(response["body"])["error"]["code"] == "event_publish_failed"
-    (item,) = p.dynamodb.scan(TableName=p.settings.documents_table)["Items"]
+    items = p.dynamodb.scan(TableName=p.settings.documents_table)["Items"]
+    (item,) = [i for i in items if "kind" not in i]  # the document, not its content claim
     assert item["status"]["S"] == "failed"
+    assert item["failure_code"]["S"] == "event_publish_failed"
     assert item["failure_reason"]["S"].startswith("event_publish_failed")
 
 
@@ -405,3 +409,56 @@ def test_status_applies_an_index_failure(
         DocumentStatus.FAILED,
         "dimension_mismatch: 384 != 768",
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Inline binary bodies: the type comes from the bytes, checked at upload
+# ---------------------------------------------------------------------------------------------
+
+
+def b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+def stored_objects(p: AwsPlatform) -> list[str]:
+    return [o["Key"] for o in p.s3.list_objects_v2(Bucket=p.settings.raw_bucket).get("Contents", [])]
+
+
+def test_an_inline_docx_is_detected_from_its_bytes_and_chunked(
+    aws_platform: AwsPlatform, services, call_api, lambda_context
+) -> None:
+    from tests.support.documents import docx_document
+
+    data, _ = docx_document(sections=2)
+    created = upload(call_api, text=None, content_base64=b64(data))
+    stored = record(aws_platform, created.document_id)
+    assert stored.content_type == ContentType.DOCX and stored.size_bytes == len(data)
+    original = aws_platform.s3.get_object(Bucket=aws_platform.settings.raw_bucket, Key=raw_key(stored.id, 1))
+    assert original["Body"].read() == data
+    assert original["ContentType"] == ContentType.DOCX.value
+
+
+@pytest.mark.parametrize(
+    ("data", "declared", "status", "code"),
+    [
+        (b"%PDF-1.7\n%binary", ContentType.DOCX.value, 415, "content_type_mismatch"),
+        (bytes(range(256)) * 4, None, 415, "unsupported_content_type"),
+        (b"   \n\t ", None, 422, "empty_document"),
+    ],
+)
+def test_bytes_that_cannot_be_ingested_are_refused_at_upload_and_nothing_is_stored(
+    aws_platform: AwsPlatform, call_api, data: bytes, declared: str | None, status: int, code: str
+) -> None:
+    body = new_document(text=None, content_base64=b64(data), content_type=declared)
+    status_code, response, _ = call_api(rest_event("POST", "/v1/documents", body=body))
+    assert (status_code, response["error"]["code"]) == (status, code), response
+    assert stored_objects(aws_platform) == []
+
+
+def test_invalid_base64_is_422(aws_platform: AwsPlatform, call_api) -> None:
+    body = new_document(text=None, content_base64="not*base64!")
+    status_code, response, _ = call_api(rest_event("POST", "/v1/documents", body=body))
+    assert (status_code, response["error"]["code"]) == (422, "invalid_base64")
+    assert stored_objects(aws_platform) == []

@@ -237,3 +237,18 @@ def test_factory_builds_the_lance_index_from_settings(tmp_path):
     assert ids(search_index(settings).keyword_search("backup", ENG, 5)) == ["backups"]
     with pytest.raises(ValueError, match="OPENSEARCH_ENDPOINT"):
         search_index(Settings(search_backend="opensearch", opensearch_endpoint=None))
+
+
+def test_rows_are_searchable_before_and_after_they_are_folded_into_the_fts_index(tmp_path):
+    idx = LanceIndex(connect(tmp_path), "chunks", dimension=DIM, optimize_after_rows=3)
+    idx.ensure_index()
+    table = connect(tmp_path).open_table("chunks")
+    fts_index = next(i.name for i in table.list_indices() if i.columns == ["text"])
+    words = ["turbine", "glacier", "lantern", "orchard"]
+    for n, word in enumerate(words):
+        idx.upsert([item(chunk(f"d{n}", f"A note about the {word}."), [1.0, 0.0, 0.0, float(n)])])
+        # every row is found right after its write, whether or not the index has absorbed it yet
+        hits = idx.keyword_search(word, ENG, k=5)
+        assert [h.chunk.document_id for h in hits] == [f"d{n}"]
+        unindexed = table.index_stats(fts_index).num_unindexed_rows
+        assert unindexed == (n + 1) % 3, f"after write {n + 1}"

@@ -21,7 +21,15 @@ from functions.ingest.domain.errors import (
     EventPublishFailed,
 )
 from functions.ingest.domain.pipeline import ChunkingService, ChunkOutcome
-from functions.ingest.domain.ports import chunks_key, raw_key, text_key
+from functions.ingest.domain.ports import (
+    ContentClaim,
+    ContentClaimed,
+    DocumentPage,
+    chunks_key,
+    listing_position,
+    raw_key,
+    text_key,
+)
 from functions.ingest.domain.status import StatusService
 from ragline.contracts import (
     Chunk,
@@ -54,14 +62,47 @@ class WordCounter:
 class InMemoryDocuments:
     def __init__(self) -> None:
         self.items: dict[str, Document] = {}
+        self.claims: dict[str, ContentClaim] = {}
 
-    def create(self, document: Document) -> None:
+    def create(
+        self, document: Document, *, content_key: str | None = None, replacing: ContentClaim | None = None
+    ) -> None:
         if document.id in self.items:
             raise DocumentAlreadyExists(document.id)
+        if content_key is not None:
+            held = self.claims.get(content_key)
+            if held is not None and held != replacing:
+                raise ContentClaimed(content_key)
+            self.claims[content_key] = ContentClaim(content_key, document.id, document.version)
         self.items[document.id] = document
+
+    def find_by_content(self, content_key: str) -> ContentClaim | None:
+        return self.claims.get(content_key)
 
     def get(self, document_id: str) -> Document | None:
         return self.items.get(document_id)
+
+    def list_page(
+        self,
+        *,
+        tenant: str | None,
+        collection: str | None,
+        status: DocumentStatus | None,
+        after: str | None,
+        limit: int,
+    ) -> DocumentPage:
+        ordered = sorted(
+            (d for d in self.items.values() if d.tenant == tenant),
+            key=listing_position,
+            reverse=True,
+        )
+        if collection is not None:
+            ordered = [d for d in ordered if d.collection == collection]
+        if after is not None:
+            ordered = [d for d in ordered if listing_position(d) < after]
+        page = ordered[:limit]
+        last = listing_position(page[-1]) if len(page) == limit else None
+        return DocumentPage([d for d in page if status is None or d.status == status], last)
 
     def update_status(
         self,
@@ -74,15 +115,21 @@ class InMemoryDocuments:
         chunk_count: int | None = None,
         indexed_count: int | None = None,
         failure_reason: str | None = None,
+        failure_code: str | None = None,
     ) -> bool:
         current = self.items.get(document_id)
         if current is None or current.version != version or current.status not in expected:
             return False
-        changes = {"status": status, "updated_at": updated_at}
+        changes = {
+            "status": status,
+            "updated_at": updated_at,
+            "stage_times": current.stage_times | {status.value: updated_at},
+        }
         optional = {
             "chunk_count": chunk_count,
             "indexed_count": indexed_count,
             "failure_reason": failure_reason,
+            "failure_code": failure_code,
         }
         changes |= {k: v for k, v in optional.items() if v is not None}
         self.items[document_id] = current.model_copy(update=changes)
@@ -167,7 +214,7 @@ class World:
             allowed_groups=["engineering"],
             **fields,  # type: ignore[arg-type]
         )
-        return self.api.create(request, ALICE, "corr-1")
+        return self.api.create(request, ALICE, "corr-1").document
 
     def uploaded_event(self) -> DocumentUploaded:
         (event,) = [e for e in self.bus.sent if isinstance(e, DocumentUploaded)]
@@ -346,7 +393,9 @@ def test_transient_errors_propagate_and_change_nothing(world: World) -> None:
     )
     with pytest.raises(Unavailable):
         broken.process(world.uploaded_event())
-    assert world.documents.get(document.id).status == DocumentStatus.RECEIVED
+    # Work started (parsing) and nothing else happened; the retry picks it up from there.
+    assert world.documents.get(document.id).status == DocumentStatus.PARSING
+    assert not world.parsed.objects and not world.index_queue.sent
 
 
 @settings(max_examples=50, deadline=None)

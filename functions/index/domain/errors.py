@@ -26,3 +26,9 @@ class EmbeddingRejected(IndexingFailed):
     """The embedding endpoint refused the input (a 4xx, a malformed answer): not worth retrying."""
 
     code = "embedding_rejected"
+
+
+class RetriesExhausted(IndexingFailed):
+    """A transient failure outlived the index queue's last delivery (the message goes to the DLQ)."""
+
+    code = "retries_exhausted"

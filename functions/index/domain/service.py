@@ -11,10 +11,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from ragline.contracts import Chunk, ChunksReady, DocumentFailed, DocumentIndexed, EventDetail, EventMetadata
+from ragline.contracts import (
+    Chunk,
+    ChunksReady,
+    DocumentFailed,
+    DocumentIndexed,
+    EventDetail,
+    EventMetadata,
+    IndexingStarted,
+)
 from ragline.search.port import IndexedChunk, SearchIndex
 
-from .errors import ChunksInvalid, DimensionMismatch, IndexingFailed
+from .errors import ChunksInvalid, DimensionMismatch, IndexingFailed, RetriesExhausted
 
 # --------------------------------------------------------------------------------------------
 # Ports
@@ -74,11 +82,20 @@ class IndexService:
 
     def index(self, event: ChunksReady) -> IndexResult:
         """Idempotent: chunks are upserted by chunk id, so a redelivered message rewrites the same
-        rows and publishes the same DocumentIndexed (same idempotency key). Transient errors propagate."""
+        rows and publishes the same IndexingStarted and DocumentIndexed (same idempotency keys).
+        Transient errors propagate."""
         correlation_id = event.metadata.correlation_id
         try:
             chunks = self._chunks.read(event.chunks_key)
             self._check(event, chunks)
+            self._publisher.publish(
+                IndexingStarted(
+                    metadata=_metadata(correlation_id, event, "indexing-started"),
+                    document_id=event.document_id,
+                    version=event.version,
+                    chunk_count=event.chunk_count,
+                )
+            )
             written = 0
             for start in range(0, len(chunks), self._batch_size):
                 batch = chunks[start : start + self._batch_size]
@@ -88,28 +105,13 @@ class IndexService:
                 )
                 written += len(batch)
         except IndexingFailed as exc:
-            self._publisher.publish(
-                DocumentFailed(
-                    metadata=EventMetadata(
-                        correlation_id=correlation_id,
-                        idempotency_key=f"{event.document_id}:v{event.version}:failed-index",
-                    ),
-                    document_id=event.document_id,
-                    version=event.version,
-                    stage="index",
-                    code=exc.code,
-                    reason=str(exc),
-                )
-            )
+            self._publish_failed(event, exc)
             return IndexResult(IndexOutcome.FAILED, reason=f"{exc.code}: {exc}")
         if event.version > 1:  # the new version replaces the previous one in search results
             self._index.delete_document(event.document_id, event.version - 1)
         self._publisher.publish(
             DocumentIndexed(
-                metadata=EventMetadata(
-                    correlation_id=correlation_id,
-                    idempotency_key=f"{event.document_id}:v{event.version}:indexed",
-                ),
+                metadata=_metadata(correlation_id, event, "indexed"),
                 document_id=event.document_id,
                 version=event.version,
                 collection=event.collection,
@@ -117,6 +119,24 @@ class IndexService:
             )
         )
         return IndexResult(IndexOutcome.INDEXED, indexed_count=written)
+
+    def give_up(self, event: ChunksReady, error: Exception) -> None:
+        """The last delivery of `event` failed with a transient error: report the document failed
+        (`retries_exhausted`) so ingest stops waiting; the message itself goes to the DLQ. Vectors
+        already written stay until the document is re-indexed or deleted."""
+        self._publish_failed(event, RetriesExhausted(f"{type(error).__name__}: {error}"))
+
+    def _publish_failed(self, event: ChunksReady, error: IndexingFailed) -> None:
+        self._publisher.publish(
+            DocumentFailed(
+                metadata=_metadata(event.metadata.correlation_id, event, "failed-index"),
+                document_id=event.document_id,
+                version=event.version,
+                stage="index",
+                code=error.code,
+                reason=str(error),
+            )
+        )
 
     @staticmethod
     def _check(event: ChunksReady, chunks: list[Chunk]) -> None:
@@ -142,3 +162,9 @@ class IndexService:
                 f"the index holds {self._dimension}-dimensional vectors, the embedder gave {wrong}"
             )
         return vectors
+
+
+def _metadata(correlation_id: str, event: ChunksReady, what: str) -> EventMetadata:
+    return EventMetadata(
+        correlation_id=correlation_id, idempotency_key=f"{event.document_id}:v{event.version}:{what}"
+    )

@@ -1,8 +1,9 @@
 """index-worker: consumes the index queue (ChunksReady, sent point to point by ingest), embeds the
-chunks and writes them to the search index, then publishes DocumentIndexed or DocumentFailed
-(source ragline.index) to the bus. Failures are reported per record (partial batch response):
-permanent ones are published and acknowledged, transient ones raise so SQS redelivers the record
-(and, after maxReceiveCount, moves it to the dead-letter queue)."""
+chunks and writes them to the search index, publishing IndexingStarted first and DocumentIndexed
+or DocumentFailed (source ragline.index) at the end. Failures are reported per record (partial
+batch response): permanent ones are published and acknowledged, transient ones raise so SQS
+redelivers the record (and, after maxReceiveCount, moves it to the dead-letter queue); the last
+delivery's failure also publishes DocumentFailed (`retries_exhausted`, `IndexService.give_up`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from functions.index.domain.service import IndexOutcome, IndexService
 from ragline.contracts import ChunksReady
 from ragline.messaging import Handler, sqs_handler
 from ragline.observability import logger as make_logger
+from ragline.topology import TOPOLOGY
 
 logger = make_logger("index-worker")
 
@@ -28,7 +30,16 @@ def make_handler(index_service: Callable[[], IndexService]) -> Handler:
         )
         return result.outcome
 
-    return sqs_handler(logger, [ChunksReady], handle)
+    def exhausted(event: ChunksReady, error: Exception) -> None:
+        index_service().give_up(event, error)
+
+    return sqs_handler(
+        logger,
+        [ChunksReady],
+        handle,
+        max_receive_count=TOPOLOGY.queue("index").max_receive_count,
+        on_exhausted=exhausted,
+    )
 
 
 handler = make_handler(wiring.index_service)

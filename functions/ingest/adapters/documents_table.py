@@ -1,5 +1,11 @@
 """The documents table (DynamoDB): one item per document, keyed by `id`; attributes are the
-`Document` fields (datetimes as ISO 8601 strings, absent where None)."""
+`Document` fields (datetimes as ISO 8601 strings, absent where None) plus the keys of the listing
+indexes (`list_tenant`, `list_collection`, `list_order`: see ragline.topology).
+
+Content claims live in the same table, keyed `hash#<tenant>#<collection>#<sha256>#<groups>` (see
+`ports.content_key`), with `kind = content_claim`; a claim is written in one TransactWriteItems with
+its document, both conditional, so racing identical uploads make one document. Claims carry no
+listing keys, so the indexes hold documents only."""
 
 from __future__ import annotations
 
@@ -13,7 +19,12 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from functions.ingest.domain.errors import DocumentAlreadyExists
+from functions.ingest.domain.ports import ContentClaim, ContentClaimed, DocumentPage, listing_position
 from ragline.contracts import Document, DocumentStatus
+
+CLAIM_KIND = "content_claim"
+TENANT_INDEX = "by-tenant"
+COLLECTION_INDEX = "by-collection"
 
 _SERIALIZER = TypeSerializer()
 _DESERIALIZER = TypeDeserializer()
@@ -34,14 +45,31 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def tenant_scope(tenant: str | None) -> str:
+    return f"tenant#{tenant or ''}"
+
+
+def collection_scope(tenant: str | None, collection: str) -> str:
+    return f"{tenant_scope(tenant)}#collection#{collection}"
+
+
 def to_item(document: Document) -> dict[str, Any]:
     data = json.loads(document.model_dump_json(exclude_none=True), parse_float=Decimal)
+    data |= {
+        "list_tenant": tenant_scope(document.tenant),
+        "list_collection": collection_scope(document.tenant, document.collection),
+        "list_order": listing_position(document),
+    }
     return {key: _SERIALIZER.serialize(value) for key, value in data.items()}
 
 
 def from_item(item: dict[str, Any]) -> Document:
     return Document.model_validate(
-        {key: _plain(_DESERIALIZER.deserialize(value)) for key, value in item.items()}
+        {
+            key: _plain(_DESERIALIZER.deserialize(value))
+            for key, value in item.items()
+            if key in Document.model_fields
+        }
     )
 
 
@@ -50,24 +78,113 @@ class DynamoDocumentRepository:
         self._client = dynamodb_client
         self._table = table_name
 
-    def create(self, document: Document) -> None:
+    def create(
+        self, document: Document, *, content_key: str | None = None, replacing: ContentClaim | None = None
+    ) -> None:
+        put_document = {
+            "TableName": self._table,
+            "Item": to_item(document),
+            "ConditionExpression": "attribute_not_exists(id)",
+        }
+        if content_key is None:
+            try:
+                self._client.put_item(**put_document)
+            except ClientError as exc:
+                if _is_condition_failure(exc):
+                    raise DocumentAlreadyExists(document.id) from exc
+                raise
+            return
+        claim: dict[str, Any] = {
+            "TableName": self._table,
+            "Item": {
+                "id": {"S": content_key},
+                "kind": {"S": CLAIM_KIND},
+                "document_id": {"S": document.id},
+                "version": {"N": str(document.version)},
+            },
+            "ConditionExpression": "attribute_not_exists(id)",
+        }
+        if replacing is not None:  # take over a failed or superseded holder's claim, and only that
+            claim["ConditionExpression"] = "document_id = :held AND #version = :held_version"
+            claim["ExpressionAttributeNames"] = {"#version": "version"}
+            claim["ExpressionAttributeValues"] = {
+                ":held": {"S": replacing.document_id},
+                ":held_version": {"N": str(replacing.version)},
+            }
         try:
-            self._client.put_item(
-                TableName=self._table,
-                Item=to_item(document),
-                ConditionExpression="attribute_not_exists(id)",
-            )
+            self._client.transact_write_items(TransactItems=[{"Put": put_document}, {"Put": claim}])
         except ClientError as exc:
-            if _is_condition_failure(exc):
+            error = exc.response.get("Error", {}).get("Code")
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if error == "TransactionCanceledException" and reasons[:1] == ["ConditionalCheckFailed"]:
                 raise DocumentAlreadyExists(document.id) from exc
+            if error == "TransactionCanceledException" and reasons[1:2] == ["ConditionalCheckFailed"]:
+                raise ContentClaimed(content_key) from exc
             raise
+
+    def find_by_content(self, content_key: str) -> ContentClaim | None:
+        item = self._client.get_item(
+            TableName=self._table, Key={"id": {"S": content_key}}, ConsistentRead=True
+        ).get("Item")
+        if not item or item.get("kind", {}).get("S") != CLAIM_KIND:
+            return None
+        return ContentClaim(
+            key=content_key, document_id=item["document_id"]["S"], version=int(item["version"]["N"])
+        )
 
     def get(self, document_id: str) -> Document | None:
         response = self._client.get_item(
             TableName=self._table, Key={"id": {"S": document_id}}, ConsistentRead=True
         )
         item = response.get("Item")
-        return from_item(item) if item else None
+        if not item or "kind" in item:  # a content claim is not a document
+            return None
+        return from_item(item)
+
+    def list_page(
+        self,
+        *,
+        tenant: str | None,
+        collection: str | None,
+        status: DocumentStatus | None,
+        after: str | None,
+        limit: int,
+    ) -> DocumentPage:
+        """One Query on an index, newest first: `by-collection` when a collection is given, else
+        `by-tenant`. The status filter is applied by DynamoDB after the read (it costs the read)."""
+        if collection is None:
+            index, key_name, key_value = TENANT_INDEX, "list_tenant", tenant_scope(tenant)
+        else:
+            index, key_name, key_value = (
+                COLLECTION_INDEX,
+                "list_collection",
+                collection_scope(tenant, collection),
+            )
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": index,
+            "KeyConditionExpression": "#key = :key",
+            "ExpressionAttributeNames": {"#key": key_name},
+            "ExpressionAttributeValues": {":key": {"S": key_value}},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if status is not None:
+            query["FilterExpression"] = "#status = :status"
+            query["ExpressionAttributeNames"]["#status"] = "status"
+            query["ExpressionAttributeValues"][":status"] = {"S": status.value}
+        if after is not None:
+            query["ExclusiveStartKey"] = {
+                "id": {"S": after.partition("#")[2]},
+                key_name: {"S": key_value},
+                "list_order": {"S": after},
+            }
+        response = self._client.query(**query)
+        last = response.get("LastEvaluatedKey")
+        return DocumentPage(
+            documents=[from_item(item) for item in response.get("Items", [])],
+            last_position=last["list_order"]["S"] if last else None,
+        )
 
     def update_status(
         self,
@@ -80,16 +197,20 @@ class DynamoDocumentRepository:
         chunk_count: int | None = None,
         indexed_count: int | None = None,
         failure_reason: str | None = None,
+        failure_code: str | None = None,
     ) -> bool:
         fields: dict[str, Any] = {"status": status.value, "updated_at": updated_at.isoformat()}
         optional = {
             "chunk_count": chunk_count,
             "indexed_count": indexed_count,
             "failure_reason": failure_reason,
+            "failure_code": failure_code,
         }
         fields.update({name: value for name, value in optional.items() if value is not None})
         names = {f"#{name}": name for name in fields} | {"#version": "version", "#id": "id"}
         values = {f":{name}": _SERIALIZER.serialize(value) for name, value in fields.items()}
+        # When the record entered this status (every document is created with a stage_times map).
+        names |= {"#stage_times": "stage_times", "#stage": status.value}
         values[":version"] = {"N": str(version)}
         expected_names = []
         for i, state in enumerate(sorted(expected)):
@@ -99,7 +220,10 @@ class DynamoDocumentRepository:
             self._client.update_item(
                 TableName=self._table,
                 Key={"id": {"S": document_id}},
-                UpdateExpression="SET " + ", ".join(f"#{name} = :{name}" for name in fields),
+                UpdateExpression="SET "
+                + ", ".join(
+                    [*(f"#{name} = :{name}" for name in fields), "#stage_times.#stage = :updated_at"]
+                ),
                 ConditionExpression=(
                     f"attribute_exists(#id) AND #version = :version AND #status IN ({', '.join(expected_names)})"
                 ),

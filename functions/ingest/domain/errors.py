@@ -11,12 +11,46 @@ class IngestError(Exception):
 
 
 class DocumentTooLarge(IngestError):
+    """An inline body over the inline limit (larger documents go by presigned upload)."""
+
     code = "document_too_large"
 
-    def __init__(self, size_bytes: int, limit_bytes: int) -> None:
-        super().__init__(f"document is {size_bytes} bytes; the limit for inline uploads is {limit_bytes}")
+    def __init__(self, size_bytes: int, limit_bytes: int, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or f"document is {size_bytes} bytes; the limit for inline bodies is {limit_bytes} "
+            "(send larger documents with `upload: true`)"
+        )
         self.size_bytes = size_bytes
         self.limit_bytes = limit_bytes
+
+
+class UploadTooLarge(DocumentTooLarge):
+    """A presigned upload (as declared, or as it arrived) over the maximum for any document."""
+
+    def __init__(self, size_bytes: int, limit_bytes: int) -> None:
+        super().__init__(
+            size_bytes,
+            limit_bytes,
+            f"document is {size_bytes} bytes; the largest document accepted is {limit_bytes} bytes",
+        )
+
+
+class ContentTypeRequired(IngestError):
+    """A presigned upload binds its Content-Type into the signature, so it must be declared."""
+
+    code = "content_type_required"
+
+
+class SizeMismatch(IngestError):
+    """The uploaded object's size is not the `size_bytes` the upload declared."""
+
+    code = "size_mismatch"
+
+    def __init__(self, declared: int, actual: int) -> None:
+        super().__init__(f"the upload declared {declared} bytes but {actual} arrived")
+        self.declared = declared
+        self.actual = actual
 
 
 class DocumentNotFound(IngestError):
@@ -66,3 +100,103 @@ class UnsupportedBody(IngestError):
     """A request body form this deployment does not accept (yet)."""
 
     code = "unsupported_body"
+
+
+class UnsupportedContentType(ParseError):
+    """The bytes are in no format Ragline reads (or the declared type is not one it knows).
+    At upload: 415."""
+
+    code = "unsupported_content_type"
+
+
+class ContentTypeMismatch(ParseError):
+    """The declared content type and the bytes disagree (declared PDF, the bytes are a DOCX).
+    At upload: 415."""
+
+    code = "content_type_mismatch"
+
+    def __init__(self, declared: str, detected: str) -> None:
+        super().__init__(f"declared {declared} but the bytes are {detected}")
+        self.declared = declared
+        self.detected = detected
+
+
+class EncryptedDocument(ParseError):
+    """Password-protected: there is no text to read without the password."""
+
+    code = "encrypted_document"
+
+
+class CorruptDocument(ParseError):
+    """The bytes claim a format but cannot be read as it (a truncated PDF, a broken DOCX)."""
+
+    code = "corrupt_document"
+
+
+class ParsedDocumentTooLarge(ParseError):
+    """The original, or what it expands to (a DOCX is a zip), is over the parser's limit."""
+
+    code = "document_too_large"
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(f"{what} is {size} bytes; the limit is {limit}")
+        self.size = size
+        self.limit = limit
+
+
+class CollectionNotFound(IngestError):
+    """Also raised for another tenant's collections, so their names do not leak."""
+
+    code = "collection_not_found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"collection {name!r} not found")
+        self.name = name
+
+
+class CollectionAlreadyExists(IngestError):
+    code = "collection_exists"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"collection {name!r} already exists")
+        self.name = name
+
+
+class UnsupportedEmbeddingModel(IngestError):
+    """A collection named an embedding model this deployment's endpoint does not serve."""
+
+    code = "unsupported_embedding_model"
+
+    def __init__(self, requested: str, supported: str) -> None:
+        super().__init__(f"embedding model {requested!r} is not served here; use {supported!r}")
+        self.requested = requested
+        self.supported = supported
+
+
+class InvalidCursor(IngestError):
+    """A `cursor` that this listing did not hand out (tampered, or from other filters)."""
+
+    code = "invalid_cursor"
+
+
+class IdempotencyKeyReused(IngestError):
+    """The Idempotency-Key was first used with a different request body."""
+
+    code = "idempotency_key_reused"
+
+
+class IdempotencyKeyInProgress(IngestError):
+    """A request with this Idempotency-Key is still being handled; retry once it has finished."""
+
+    code = "idempotency_key_in_progress"
+
+
+class RetriesExhausted(IngestError):
+    """A transient failure outlived the queue's last delivery: the document is failed, the message
+    goes to the dead-letter queue."""
+
+    code = "retries_exhausted"
+
+
+class InvalidBase64(IngestError):
+    code = "invalid_base64"

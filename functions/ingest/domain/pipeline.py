@@ -18,13 +18,16 @@ from ragline.contracts import (
 )
 
 from .chunking import Chunker
+from .collections import CollectionCatalog
 from .errors import (
     BlobNotFound,
+    CollectionNotFound,
     EmptyDocument,
     IngestError,
     ParseError,
+    RetriesExhausted,
 )
-from .parsing import parse
+from .parsing import MAX_PARSE_BYTES, parse
 from .ports import (
     BlobStore,
     DocumentRepository,
@@ -64,9 +67,14 @@ class ChunkingService:
         index_queue: MessageSender,
         chunker: Chunker,
         *,
+        collections: CollectionCatalog | None = None,
+        max_document_bytes: int = MAX_PARSE_BYTES,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        """`collections` None: every document is chunked with the chunker's own settings."""
+        self._max_bytes = max_document_bytes
         self._documents = documents
+        self._collections = collections
         self._raw = raw
         self._parsed = parsed
         self._publisher = publisher
@@ -85,15 +93,26 @@ class ChunkingService:
             # The status write is the commit point; the send after it may not have happened.
             self._send_chunks_ready(document, document.chunk_count or 0, correlation_id)
             return ChunkResult(ChunkOutcome.RESENT, chunk_count=document.chunk_count or 0)
-        if document.status != DocumentStatus.RECEIVED:
+        if document.status not in _CHUNKABLE:
             return ChunkResult(ChunkOutcome.SKIPPED, reason=f"already {document.status}")
+        # received -> parsing says work started; a record already `parsing` is a retry after a
+        # crash or a timeout, which starts over (every write below is idempotent).
+        if document.status == DocumentStatus.RECEIVED and not self._documents.update_status(
+            document.id,
+            version=document.version,
+            expected={DocumentStatus.RECEIVED},
+            status=DocumentStatus.PARSING,
+            updated_at=self._clock(),
+        ):
+            return ChunkResult(ChunkOutcome.SKIPPED, reason="another delivery started first")
 
         try:
-            parsed = parse(self._raw.get(event.raw_key), document.content_type)
-            spans = self._chunker.chunk(parsed.text, parsed.content_type)
+            max_tokens, overlap_tokens = self._chunk_settings(document)
+            parsed = parse(self._raw.get(event.raw_key), document.content_type, max_bytes=self._max_bytes)
+            spans = self._chunker.chunk(parsed, max_tokens=max_tokens, overlap_tokens=overlap_tokens)
             if not spans:
                 raise EmptyDocument("document has no text to index")
-        except (ParseError, BlobNotFound) as exc:
+        except (ParseError, BlobNotFound, CollectionNotFound) as exc:
             self._fail(document, exc, correlation_id)
             return ChunkResult(ChunkOutcome.FAILED, reason=str(exc))
 
@@ -107,6 +126,7 @@ class ChunkingService:
                 text=span.text,
                 token_count=span.token_count,
                 heading_path=list(span.heading_path),
+                page=span.page,
                 char_start=span.char_start,
                 char_end=span.char_end,
                 allowed_groups=document.allowed_groups,
@@ -124,7 +144,7 @@ class ChunkingService:
         committed = self._documents.update_status(
             document.id,
             version=document.version,
-            expected={DocumentStatus.RECEIVED},
+            expected={DocumentStatus.PARSING},
             status=DocumentStatus.CHUNKED,
             updated_at=self._clock(),
             chunk_count=len(chunks),
@@ -162,11 +182,54 @@ class ChunkingService:
         self._documents.update_status(
             document.id,
             version=document.version,
-            expected={DocumentStatus.RECEIVED},
+            expected=_CHUNKABLE,
             status=DocumentStatus.FAILED,
             updated_at=self._clock(),
             failure_reason=f"{error.code}: {error}",
+            failure_code=error.code,
         )
+
+    def give_up(self, event: DocumentUploaded, error: Exception) -> bool:
+        """The last delivery of `event` failed with a transient error: mark the document failed
+        (`retries_exhausted`) and publish DocumentFailed, so nothing waits for it forever. The
+        message still goes to the DLQ. True if the record changed (and the event was published)."""
+        reason = f"{type(error).__name__}: {error}"
+        changed = self._documents.update_status(
+            event.document_id,
+            version=event.version,
+            # chunked too: the claim check may never have reached the index queue
+            expected={*_CHUNKABLE, DocumentStatus.CHUNKED},
+            status=DocumentStatus.FAILED,
+            updated_at=self._clock(),
+            failure_reason=f"{RetriesExhausted.code}: {reason}",
+            failure_code=RetriesExhausted.code,
+        )
+        if changed:
+            self._publisher.publish(
+                DocumentFailed(
+                    metadata=event_metadata(
+                        event.metadata.correlation_id, event.document_id, event.version, "failed-ingest"
+                    ),
+                    document_id=event.document_id,
+                    version=event.version,
+                    stage="ingest",
+                    code=RetriesExhausted.code,
+                    reason=reason,
+                )
+            )
+        return changed
+
+    def _chunk_settings(self, document: Document) -> tuple[int | None, int | None]:
+        """The document's collection's chunk size and overlap (None: the chunker's own)."""
+        if self._collections is None:
+            return None, None
+        collection = self._collections.find(document.tenant, document.collection)
+        if collection is None:
+            raise CollectionNotFound(document.collection)
+        return collection.chunk_max_tokens, collection.chunk_overlap_tokens
+
+
+_CHUNKABLE = frozenset({DocumentStatus.RECEIVED, DocumentStatus.PARSING})
 
 
 def encode_chunks(chunks: Sequence[Chunk]) -> bytes:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from datetime import datetime
+import hashlib
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
+from ragline.contracts import Collection as CollectionRecord
 from ragline.contracts import (
     Document,
     DocumentStatus,
@@ -18,9 +21,50 @@ from ragline.contracts import (
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ContentClaim:
+    """The document that holds a content key (see `content_key`): at most one per key."""
+
+    key: str
+    document_id: str
+    version: int
+
+
+@dataclass(frozen=True)
+class DocumentPage:
+    """One read of a listing, in order (newest first). `last_position` is where the read stopped
+    (None: the listing is exhausted); reading again from it continues after it."""
+
+    documents: list[Document]
+    last_position: str | None
+
+
+class ContentClaimed(Exception):  # noqa: N818 (a signal between adapter and use case, not an error)
+    """The content key is held by another document than the one the caller meant to replace."""
+
+
 class DocumentRepository(Protocol):
-    def create(self, document: Document) -> None:
-        """Insert only if no record has this id; else DocumentAlreadyExists."""
+    def create(
+        self, document: Document, *, content_key: str | None = None, replacing: ContentClaim | None = None
+    ) -> None:
+        """Insert only if no record has this id (else DocumentAlreadyExists), and, atomically with it,
+        claim `content_key` for it: the key must be free, or still held by `replacing` (a failed or
+        superseded document); else ContentClaimed and nothing is written."""
+
+    def find_by_content(self, content_key: str) -> ContentClaim | None: ...
+
+    def list_page(
+        self,
+        *,
+        tenant: str | None,
+        collection: str | None,
+        status: DocumentStatus | None,
+        after: str | None,
+        limit: int,
+    ) -> DocumentPage:
+        """Up to `limit` of the tenant's documents (one collection's, when given) newest first,
+        starting after the position `after`; `status` filters. Documents carry no position: it is
+        `listing_position(document)`."""
 
     def get(self, document_id: str) -> Document | None:
         """Strongly consistent: a consumer reads the record an event announced right away."""
@@ -36,9 +80,21 @@ class DocumentRepository(Protocol):
         chunk_count: int | None = None,
         indexed_count: int | None = None,
         failure_reason: str | None = None,
+        failure_code: str | None = None,
     ) -> bool:
         """Set the status (and the given fields) iff the record is at `version` in one of the
-        `expected` statuses; False when it is not (a duplicate, late or stale event)."""
+        `expected` statuses; False when it is not (a duplicate, late or stale event). The time the
+        record entered `status` is kept in `stage_times[status]` (= `updated_at`)."""
+
+
+class CollectionRepository(Protocol):
+    def create(self, tenant: str | None, collection: CollectionRecord) -> None:
+        """Insert only if the tenant has no collection of that name; else CollectionAlreadyExists."""
+
+    def get(self, tenant: str | None, name: str) -> CollectionRecord | None: ...
+
+    def list(self, tenant: str | None) -> list[CollectionRecord]:
+        """The tenant's stored collections, by name."""
 
 
 class BlobStore(Protocol):
@@ -75,6 +131,19 @@ def chunks_key(document_id: str, version: int) -> str:
 
 def text_key(document_id: str, version: int) -> str:
     return parsed_prefix(document_id, version) + "text.txt"
+
+
+def content_key(tenant: str | None, collection: str, content_hash: str, allowed_groups: Iterable[str]) -> str:
+    """Identical content for the same audience: the tenant, the collection, the bytes' sha256 and
+    the set of groups that may see it. Different groups make a different document on purpose: a
+    re-upload meant for a new audience must not come back with the old audience's access list."""
+    groups = hashlib.sha256("\n".join(sorted(set(allowed_groups))).encode()).hexdigest()[:32]
+    return f"hash#{tenant or ''}#{collection}#{content_hash}#{groups}"
+
+
+def listing_position(document: Document) -> str:
+    """Where a document sits in listings: creation time (fixed-width UTC, so it sorts as text), then id."""
+    return f"{document.created_at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{document.id}"
 
 
 def event_metadata(correlation_id: str, document_id: str, version: int, what: str) -> EventMetadata:

@@ -9,6 +9,7 @@ from ragline.contracts import (
     DocumentFailed,
     DocumentIndexed,
     DocumentStatus,
+    IndexingStarted,
     utcnow,
 )
 
@@ -26,14 +27,24 @@ class StatusService:
         self._documents = documents
         self._clock = clock
 
-    def apply(self, event: DocumentIndexed | DocumentFailed) -> bool:
-        """True if the record changed. Only a `chunked` record of the event's version moves, so a
-        duplicate, or a late event about an older version, changes nothing."""
-        if isinstance(event, DocumentIndexed):
+    def apply(self, event: IndexingStarted | DocumentIndexed | DocumentFailed) -> bool:
+        """True if the record changed. Only a record of the event's version moves, and only
+        forwards: chunked -> embedding (IndexingStarted), chunked/embedding -> indexed or failed.
+        So a duplicate, a late event about an older version, or IndexingStarted arriving after
+        the outcome (the bus does not keep order) changes nothing."""
+        if isinstance(event, IndexingStarted):
             return self._documents.update_status(
                 event.document_id,
                 version=event.version,
                 expected={DocumentStatus.CHUNKED},
+                status=DocumentStatus.EMBEDDING,
+                updated_at=self._clock(),
+            )
+        if isinstance(event, DocumentIndexed):
+            return self._documents.update_status(
+                event.document_id,
+                version=event.version,
+                expected=_INDEXING,
                 status=DocumentStatus.INDEXED,
                 updated_at=self._clock(),
                 indexed_count=event.indexed_count,
@@ -43,8 +54,12 @@ class StatusService:
         return self._documents.update_status(
             event.document_id,
             version=event.version,
-            expected={DocumentStatus.CHUNKED},
+            expected=_INDEXING,
             status=DocumentStatus.FAILED,
             updated_at=self._clock(),
             failure_reason=f"{event.code}: {event.reason}",
+            failure_code=event.code,
         )
+
+
+_INDEXING = frozenset({DocumentStatus.CHUNKED, DocumentStatus.EMBEDDING})

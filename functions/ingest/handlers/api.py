@@ -1,9 +1,16 @@
-"""ingest-api: POST /v1/documents (accept a document) and GET /v1/documents/{document_id}.
+"""ingest-api: POST /v1/documents (accept a document), GET /v1/documents (list),
+GET /v1/documents/{document_id}, POST /v1/collections, GET /v1/collections (list) and
+GET /v1/collections/{name}.
 
 Thin: validate (Powertools + the pydantic contracts), find the caller, call DocumentService, map
 the result. Domain errors become HTTP here, in `_DOMAIN_STATUS`, and nowhere else; everything
 else is ragline.http's. The Cognito authorizer rejects anonymous calls before they get here in
 AWS; the 401 below is defence in depth (and runs after body validation, which Powertools does first).
+
+POST /v1/documents answers 202 for a new document and 200 (`deduplicated: true`) for identical
+content already in the collection. With an `Idempotency-Key` header the first response is stored
+(per caller and key, for RAGLINE_IDEMPOTENCY_TTL_S) and replayed for the same body; another body
+with the same key is 409 `idempotency_key_reused`.
 """
 
 from __future__ import annotations
@@ -11,29 +18,58 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import UnauthorizedError
+from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.ingest import wiring
+from functions.ingest.adapters.idempotency import IdempotentRequests
+from functions.ingest.domain.collections import CollectionCatalog
 from functions.ingest.domain.documents import DocumentService
 from functions.ingest.domain.errors import (
+    CollectionAlreadyExists,
+    CollectionNotFound,
+    ContentTypeMismatch,
+    ContentTypeRequired,
     DocumentAlreadyExists,
     DocumentNotFound,
     DocumentTooLarge,
+    EmptyDocument,
+    EncryptedDocument,
     EventPublishFailed,
+    IdempotencyKeyInProgress,
+    IdempotencyKeyReused,
     IngestError,
+    InvalidBase64,
+    InvalidCursor,
     UnsupportedBody,
+    UnsupportedContentType,
+    UnsupportedEmbeddingModel,
 )
-from ragline.contracts import CreateDocumentRequest, CreateDocumentResponse, DocumentView, Principal, new_id
+from functions.ingest.domain.uploads import UploadService
+from ragline.contracts import (
+    Collection,
+    CollectionList,
+    CollectionName,
+    CreateCollectionRequest,
+    CreateDocumentRequest,
+    CreateDocumentResponse,
+    DocumentList,
+    DocumentStatus,
+    DocumentView,
+    Principal,
+    new_id,
+)
 from ragline.http import error_response, install_error_handlers
 from ragline.identity import principal_from_claims
 from ragline.observability import logger as make_logger
 
 CORRELATION_HEADER = "X-Correlation-Id"
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+IDEMPOTENCY_KEY = r"^[\x21-\x7e]{1,255}$"  # printable ASCII without spaces (UUIDs, ULIDs, ...)
 
 _DOMAIN_STATUS: dict[type[IngestError], HTTPStatus] = {
     DocumentTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
@@ -41,13 +77,33 @@ _DOMAIN_STATUS: dict[type[IngestError], HTTPStatus] = {
     DocumentAlreadyExists: HTTPStatus.CONFLICT,
     EventPublishFailed: HTTPStatus.SERVICE_UNAVAILABLE,
     UnsupportedBody: HTTPStatus.UNPROCESSABLE_ENTITY,
+    ContentTypeRequired: HTTPStatus.UNPROCESSABLE_ENTITY,
+    CollectionNotFound: HTTPStatus.NOT_FOUND,
+    CollectionAlreadyExists: HTTPStatus.CONFLICT,
+    UnsupportedEmbeddingModel: HTTPStatus.UNPROCESSABLE_ENTITY,
+    InvalidCursor: HTTPStatus.BAD_REQUEST,
+    IdempotencyKeyReused: HTTPStatus.CONFLICT,
+    IdempotencyKeyInProgress: HTTPStatus.CONFLICT,
+    # What the bytes are, decided at upload when it can be (later failures become a failed status).
+    UnsupportedContentType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+    ContentTypeMismatch: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+    EncryptedDocument: HTTPStatus.UNPROCESSABLE_ENTITY,
+    EmptyDocument: HTTPStatus.UNPROCESSABLE_ENTITY,
+    InvalidBase64: HTTPStatus.UNPROCESSABLE_ENTITY,
 }
 
 logger = make_logger("ingest-api")
 
 
-def create_app(document_service: Callable[[], DocumentService]) -> APIGatewayRestResolver:
-    """The routes over whichever DocumentService the callable returns (built lazily, once)."""
+def create_app(
+    document_service: Callable[[], DocumentService],
+    upload_service: Callable[[], UploadService] | None = None,
+    *,
+    collections: Callable[[], CollectionCatalog] = wiring.collection_catalog,
+    idempotency: Callable[[], IdempotentRequests] = wiring.idempotent_requests,
+) -> APIGatewayRestResolver:
+    """The routes over whichever services the callables return (built lazily, once). Without an
+    upload service, `upload: true` requests get 422 unsupported_body."""
     app = APIGatewayRestResolver(enable_validation=True)
     install_error_handlers(app, logger)
 
@@ -74,31 +130,102 @@ def create_app(document_service: Callable[[], DocumentService]) -> APIGatewayRes
         return event.request_context.get("requestId") or new_id()
 
     @app.post("/v1/documents")
-    def create_document(body: CreateDocumentRequest) -> Response[CreateDocumentResponse]:
+    def create_document(
+        body: CreateDocumentRequest,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                pattern=IDEMPOTENCY_KEY,
+                description="Makes retries safe: the same key and body get the first response again",
+            ),
+        ] = None,
+    ) -> Response[CreateDocumentResponse]:
         principal = caller()
         cid = correlation_id()
         logger.set_correlation_id(cid)
-        document = document_service().create(body, principal, cid)
-        logger.info(
-            "document accepted", extra={"document_id": document.id, "size_bytes": document.size_bytes}
-        )
+
+        def accept() -> dict[str, Any]:
+            upload, deduplicated = None, False
+            if body.upload:
+                if upload_service is None:
+                    raise UnsupportedBody("presigned uploads are not enabled here")
+                document, upload = upload_service().start(body, principal, cid)
+            else:
+                accepted = document_service().create(body, principal, cid)
+                document, deduplicated = accepted.document, accepted.deduplicated
+            logger.info(
+                "document deduplicated" if deduplicated else "document accepted",
+                extra={"document_id": document.id, "size_bytes": document.size_bytes},
+            )
+            response = CreateDocumentResponse(
+                document_id=document.id,
+                version=document.version,
+                status=document.status,
+                correlation_id=cid,
+                deduplicated=deduplicated,
+                upload=upload,
+            )
+            status = HTTPStatus.OK if deduplicated else HTTPStatus.ACCEPTED
+            return {"status": int(status), "body": response.model_dump(mode="json")}
+
+        if idempotency_key is None:
+            result = accept()
+        else:
+            result = idempotency().run(
+                caller=f"{principal.tenant or ''}/{principal.user_id}",
+                key=idempotency_key,
+                body=body.model_dump(mode="json"),
+                compute=accept,
+                context=app.lambda_context,
+            )
+        response = CreateDocumentResponse.model_validate(result["body"])
         return Response(
-            status_code=HTTPStatus.ACCEPTED,
+            status_code=result["status"],
             content_type=content_types.APPLICATION_JSON,
-            body=CreateDocumentResponse(
-                document_id=document.id, version=document.version, status=document.status, correlation_id=cid
-            ),
-            headers={CORRELATION_HEADER: cid},
+            body=response,
+            headers={CORRELATION_HEADER: response.correlation_id},
+        )
+
+    @app.get("/v1/documents")
+    def list_documents(
+        collection: Annotated[CollectionName | None, Query(description="Only this collection's")] = None,
+        status: Annotated[DocumentStatus | None, Query(description="Only documents in this status")] = None,
+        limit: Annotated[int, Query(ge=1, le=100, description="Documents per page")] = 20,
+        cursor: Annotated[
+            str | None, Query(max_length=1024, description="`next_cursor` of the previous page")
+        ] = None,
+    ) -> DocumentList:
+        listing = document_service().list(
+            caller(), collection=collection, status=status, limit=limit, cursor=cursor
+        )
+        return DocumentList(
+            items=[DocumentView.of(d) for d in listing.documents], next_cursor=listing.next_cursor
         )
 
     @app.get("/v1/documents/<document_id>")
     def get_document(document_id: str) -> DocumentView:
         return DocumentView.of(document_service().get(document_id, caller()))
 
+    @app.post("/v1/collections")
+    def create_collection(body: CreateCollectionRequest) -> Response[Collection]:
+        collection = collections().create(body, caller())
+        logger.info("collection created", extra={"collection": collection.name})
+        return Response(
+            status_code=HTTPStatus.CREATED, content_type=content_types.APPLICATION_JSON, body=collection
+        )
+
+    @app.get("/v1/collections")
+    def list_collections() -> CollectionList:
+        return CollectionList(items=collections().list(caller()))
+
+    @app.get("/v1/collections/<name>")
+    def get_collection(name: str) -> Collection:
+        return collections().get(name, caller())
+
     return app
 
 
-app = create_app(wiring.document_service)
+app = create_app(wiring.document_service, wiring.upload_service)
 
 
 @logger.inject_lambda_context

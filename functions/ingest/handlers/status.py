@@ -1,7 +1,8 @@
 """ingest-status: consumes the ingest-status queue, where the bus rule delivers the index's
-outcomes (DocumentIndexed, DocumentFailed from source ragline.index), and applies them to the
-documents table. Updates are conditional on the version and on the record being `chunked`, so
-duplicates and late events about older versions change nothing and are acknowledged."""
+progress and outcomes (IndexingStarted, DocumentIndexed, DocumentFailed from source ragline.index),
+and applies them to the documents table. Updates are conditional on the version and on the status
+moving forwards (chunked -> embedding -> indexed/failed), so duplicates, late events about older
+versions and events that arrive out of order change nothing and are acknowledged."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Callable
 
 from functions.ingest import wiring
 from functions.ingest.domain.status import StatusService
-from ragline.contracts import DocumentFailed, DocumentIndexed
+from ragline.contracts import DocumentFailed, DocumentIndexed, IndexingStarted
 from ragline.messaging import Handler, sqs_handler
 from ragline.observability import logger as make_logger
 
@@ -17,7 +18,7 @@ logger = make_logger("ingest-status")
 
 
 def make_handler(status_service: Callable[[], StatusService]) -> Handler:
-    def handle(event: DocumentIndexed | DocumentFailed) -> bool:
+    def handle(event: IndexingStarted | DocumentIndexed | DocumentFailed) -> bool:
         logger.append_keys(document_id=event.document_id, version=event.version)
         changed = status_service().apply(event)
         logger.info(
@@ -26,7 +27,7 @@ def make_handler(status_service: Callable[[], StatusService]) -> Handler:
         )
         return changed
 
-    return sqs_handler(logger, [DocumentIndexed, DocumentFailed], handle)
+    return sqs_handler(logger, [IndexingStarted, DocumentIndexed, DocumentFailed], handle)
 
 
 handler = make_handler(wiring.status_service)

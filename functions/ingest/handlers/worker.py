@@ -6,7 +6,8 @@ chunks each document. One SQS record = one document; failures are reported per r
   record is marked failed, and the message is acknowledged (retrying would not help).
 - Anything else that raises (S3, DynamoDB, SQS, EventBridge unavailable; a malformed message)
   fails only that record; SQS redelivers it and, after the queue's maxReceiveCount, moves it
-  to the dead-letter queue.
+  to the dead-letter queue. On the last delivery the document is first marked failed
+  (`retries_exhausted`) and DocumentFailed is published (`ChunkingService.give_up`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from functions.ingest.domain.pipeline import ChunkingService, ChunkOutcome
 from ragline.contracts import DocumentUploaded
 from ragline.messaging import Handler, sqs_handler
 from ragline.observability import logger as make_logger
+from ragline.topology import TOPOLOGY
 
 logger = make_logger("ingest-worker")
 
@@ -33,7 +35,17 @@ def make_handler(chunking_service: Callable[[], ChunkingService]) -> Handler:
         )
         return result.outcome
 
-    return sqs_handler(logger, [DocumentUploaded], handle)
+    def exhausted(event: DocumentUploaded, error: Exception) -> None:
+        if chunking_service().give_up(event, error):
+            logger.warning("document failed: retries exhausted", extra={"error": str(error)})
+
+    return sqs_handler(
+        logger,
+        [DocumentUploaded],
+        handle,
+        max_receive_count=TOPOLOGY.queue("ingest").max_receive_count,
+        on_exhausted=exhausted,
+    )
 
 
 handler = make_handler(wiring.chunking_service)

@@ -1,25 +1,42 @@
 """Ingest: the raw and parsed buckets, the documents table and the ingest functions.
 
-Only this context writes the buckets and the documents table.
+Only this context writes the buckets and the documents table. The raw bucket also takes presigned
+uploads straight from clients (CORS allows browsers to PUT) and sends its events to EventBridge;
+the default bus's rule for them lives here because its pattern names the bucket.
 """
 
 from __future__ import annotations
 
 from aws_cdk import Stack
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.cdk.config import DeployConfig
 from infra.cdk.constructs.function import RaglineFunction, context_functions
 from infra.cdk.environment import env, var
-from infra.cdk.naming import pascal
+from infra.cdk.naming import pascal, rule_name
 from infra.cdk.packaging import TOKENIZER_PATH
 from infra.cdk.stacks.platform import PlatformStack
 from ragline.contracts import ChunksReady
-from ragline.topology import BUCKETS, POINT_TO_POINT, TOPOLOGY, TableSpec
+from ragline.topology import BUCKETS, POINT_TO_POINT, TOPOLOGY, RuleSpec, TableSpec
 
 CONTEXT = "ingest"
+# Buckets whose events a topology rule routes: clients upload into them with presigned PUTs.
+UPLOAD_BUCKETS = {rule.bucket for rule in TOPOLOGY.rules if rule.bucket is not None}
+# Browsers PUT to the presigned URL from any origin (the signature, not the origin, authorizes it):
+# narrow allowed_origins to your web app's origin if you have one.
+UPLOAD_CORS = [
+    s3.CorsRule(
+        allowed_methods=[s3.HttpMethods.PUT],
+        allowed_origins=["*"],
+        allowed_headers=["Content-Type", "If-None-Match"],
+        max_age=3000,
+    )
+]
 
 
 class IngestStack(Stack):
@@ -49,6 +66,8 @@ class IngestStack(Stack):
                 server_access_logs_bucket=self.access_logs,
                 server_access_logs_prefix=f"{name}/",
                 removal_policy=config.cdk_removal_policy,
+                event_bridge_enabled=name in UPLOAD_BUCKETS,
+                cors=UPLOAD_CORS if name in UPLOAD_BUCKETS else None,
             )
             for name in BUCKETS
         }
@@ -69,7 +88,24 @@ class IngestStack(Stack):
         self.functions: dict[str, RaglineFunction] = context_functions(
             self, CONTEXT, config=config, environment=environment, queues=platform.queues
         )
+        upload_consumers = set()
+        for rule in TOPOLOGY.rules:
+            if rule.bucket is None:
+                continue
+            self._bucket_rule(rule, config, platform)
+            consumer = TOPOLOGY.consumer_of(rule.queue).name
+            upload_consumers.add(consumer)
+            # Least privilege: read (hash) and delete (oversize) the uploads, move their records
+            # (get, conditional update), announce them.
+            role = self.functions[consumer].role
+            keys = f"{rule.key_prefix or ''}*"
+            self.buckets[rule.bucket].grant_read(role, keys)
+            self.buckets[rule.bucket].grant_delete(role, keys)
+            self.tables["documents"].grant(role, "dynamodb:GetItem", "dynamodb:UpdateItem")
+            platform.bus.grant_put_events_to(role)
         for fn in self.functions.values():
+            if fn.spec.name in upload_consumers:
+                continue
             role = fn.role
             for bucket in self.buckets.values():
                 bucket.grant_read_write(role)
@@ -78,9 +114,27 @@ class IngestStack(Stack):
             platform.bus.grant_put_events_to(role)
             index_queue.grant_send_messages(role)
 
+    def _bucket_rule(self, rule: RuleSpec, config: DeployConfig, platform: PlatformStack) -> None:
+        """On the default bus (S3 puts its events nowhere else), named as the Platform stack's queue
+        policy expects. The queue is imported by ARN so that CDK does not add to its policy from here."""
+        pattern = rule.event_pattern(self.buckets[rule.bucket].bucket_name)
+        queue = sqs.Queue.from_queue_arn(
+            self, f"{pascal(rule.queue)}QueueRef", platform.queues[rule.queue].queue_arn
+        )
+        events.Rule(
+            self,
+            f"Rule{pascal(rule.name)}",
+            rule_name=rule_name(config.stage, rule.name),
+            description=f"ragline {rule.name}",
+            event_pattern=events.EventPattern(
+                source=pattern["source"], detail_type=pattern["detail-type"], detail=pattern.get("detail")
+            ),
+            targets=[targets.SqsQueue(queue)],
+        )
+
     def _table(self, spec: TableSpec, config: DeployConfig) -> dynamodb.Table:
         string = dynamodb.AttributeType.STRING
-        return dynamodb.Table(
+        table = dynamodb.Table(
             self,
             f"{pascal(spec.name)}Table",
             partition_key=dynamodb.Attribute(name=spec.partition_key, type=string),
@@ -93,3 +147,11 @@ class IngestStack(Stack):
             ),
             removal_policy=config.cdk_removal_policy,
         )
+        for index in spec.indexes:
+            table.add_global_secondary_index(
+                index_name=index.name,
+                partition_key=dynamodb.Attribute(name=index.partition_key, type=string),
+                sort_key=dynamodb.Attribute(name=index.sort_key, type=string) if index.sort_key else None,
+                projection_type=dynamodb.ProjectionType.ALL,
+            )
+        return table

@@ -8,12 +8,13 @@ from __future__ import annotations
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.cdk.config import DeployConfig
-from infra.cdk.naming import pascal
-from ragline.topology import BUS_NAME, TOPOLOGY, QueueSpec
+from infra.cdk.naming import pascal, rule_name
+from ragline.topology import BUS_NAME, DEFAULT_BUS, TOPOLOGY, QueueSpec, RuleSpec
 
 DLQ_RETENTION = Duration.days(14)
 
@@ -27,15 +28,43 @@ class PlatformStack(Stack):
         for spec in TOPOLOGY.queues:
             self._queue(spec)
         for rule in TOPOLOGY.rules:
+            if rule.bucket is not None:
+                self._allow_bucket_rule(rule, config)
+                continue
             events.Rule(
                 self,
                 f"Rule{pascal(rule.name)}",
                 description=f"ragline {rule.name}",
-                event_bus=self.bus,
+                event_bus=self.bus if rule.bus == BUS_NAME else None,  # None: the default bus
                 event_pattern=events.EventPattern(source=[rule.source], detail_type=list(rule.detail_types)),
                 targets=[targets.SqsQueue(self.queues[rule.queue])],
             )
         # Seam: the Step Functions update/delete saga and its rules attach to self.bus here.
+
+    def _allow_bucket_rule(self, rule: RuleSpec, config: DeployConfig) -> None:
+        """A rule on S3's events names its bucket, which a later stack (Ingest) creates, so that stack
+        creates the rule too. Its target queue lives here, and so does the queue's policy: it admits
+        EventBridge for that rule, by the ARN its explicit name gives it (a reference to the rule
+        itself would make this stack depend on Ingest, which depends on this one)."""
+        if rule.bus != DEFAULT_BUS:
+            raise ValueError(f"rule {rule.name}: S3 puts its events on the default bus only")
+        queue = self.queues[rule.queue]
+        queue.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                actions=["sqs:SendMessage"],
+                resources=[queue.queue_arn],
+                conditions={
+                    "ArnEquals": {
+                        "aws:SourceArn": self.format_arn(
+                            service="events",
+                            resource="rule",
+                            resource_name=rule_name(config.stage, rule.name),
+                        )
+                    }
+                },
+            )
+        )
 
     def _queue(self, spec: QueueSpec) -> None:
         consumer = TOPOLOGY.consumer_of(spec.name)
