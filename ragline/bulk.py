@@ -43,7 +43,7 @@ class Outcome:
     path: str
     sha256: str
     document_id: str | None = None
-    status: str = "pending"  # indexed | unchanged | failed
+    status: str = "pending"  # uploaded (waiting for the pipeline) | indexed | unchanged | failed
     reason: str | None = None
 
 
@@ -74,6 +74,13 @@ class Manifest:
         entry = self._entries.get(rel)
         return bool(entry and entry["sha256"] == sha256 and entry["status"] in ("indexed", "unchanged"))
 
+    def uploaded(self, rel: str, sha256: str) -> str | None:
+        """The document id of a same-content upload an interrupted run left in the pipeline."""
+        entry = self._entries.get(rel)
+        if entry and entry["sha256"] == sha256 and entry["status"] == "uploaded":
+            return entry["document_id"]
+        return None
+
     def record(self, outcome: Outcome) -> None:
         with self._lock:
             self._entries[outcome.path] = asdict(outcome)
@@ -102,17 +109,16 @@ class BulkIngester:
         allowed_groups: list[str],
         collection: str = "default",
         inline_limit_bytes: int = 4 * 1024 * 1024,
-        poll_interval_s: float = 0.25,
-        index_timeout_s: float = 600,
+        upload_timeout_s: float = 600,
     ) -> None:
         self._http = http
         self._groups = allowed_groups
         self._collection = collection
         self._inline_limit = inline_limit_bytes
-        self._poll = poll_interval_s
-        self._timeout = index_timeout_s
+        self._timeout = upload_timeout_s
 
-    def ingest(self, file: Path, rel: str, sha256: str) -> Outcome:
+    def submit(self, file: Path, rel: str, sha256: str) -> Outcome:
+        """Upload one file; the outcome is `uploaded` (in the pipeline), `unchanged` or `failed`."""
         outcome = Outcome(path=rel, sha256=sha256)
         try:
             created = self._create(file, rel)
@@ -121,10 +127,20 @@ class BulkIngester:
         if "error" in created:
             return _failed(outcome, f"{created['error']['code']}: {created['error']['message']}")
         outcome.document_id = created["document_id"]
-        if created.get("deduplicated"):
-            outcome.status = "unchanged"
-            return outcome
-        return self._wait(outcome)
+        outcome.status = "unchanged" if created.get("deduplicated") else "uploaded"
+        return outcome
+
+    def check(self, outcome: Outcome) -> Outcome:
+        """One look at an uploaded document: final outcomes come back `indexed` or `failed`;
+        anything else stays `uploaded`."""
+        document = self._http.get(f"/v1/documents/{outcome.document_id}").json()
+        if document.get("status") == "indexed":
+            outcome.status = "indexed"
+        elif document.get("status") == "failed":
+            _failed(outcome, f"{document.get('failure_code')}: {document.get('failure_reason')}")
+        elif "error" in document:
+            _failed(outcome, f"{document['error']['code']}: {document['error']['message']}")
+        return outcome
 
     def _create(self, file: Path, rel: str) -> dict:
         data = file.read_bytes()
@@ -151,18 +167,6 @@ class BulkIngester:
             return {"error": {"code": "upload_rejected", "message": f"S3 answered {put.status_code}"}}
         return created
 
-    def _wait(self, outcome: Outcome) -> Outcome:
-        deadline = time.monotonic() + self._timeout
-        while time.monotonic() < deadline:
-            document = self._http.get(f"/v1/documents/{outcome.document_id}").json()
-            if document.get("status") == "indexed":
-                outcome.status = "indexed"
-                return outcome
-            if document.get("status") == "failed":
-                return _failed(outcome, f"{document.get('failure_code')}: {document.get('failure_reason')}")
-            time.sleep(self._poll)
-        return _failed(outcome, f"not indexed within {self._timeout:.0f}s")
-
 
 def _failed(outcome: Outcome, reason: str) -> Outcome:
     outcome.status, outcome.reason = "failed", reason
@@ -187,6 +191,8 @@ def run(
     concurrency: int,
     manifest_path: Path,
     show_progress: bool = True,
+    poll_interval_s: float = 1.0,
+    index_timeout_s: float = 3600,
 ) -> Summary:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -198,29 +204,64 @@ def run(
     with (
         httpx.Client(base_url=api, headers=headers, timeout=120, limits=limits) as http,
         Progress(
-            TextColumn("[bold]ingest"),
+            TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]:.1f} files/s"),
             TimeRemainingColumn(),
             disable=not show_progress,
         ) as progress,
+        ThreadPoolExecutor(max_workers=concurrency) as pool,
     ):
-        task = progress.add_task("ingest", total=len(files), rate=0.0)
-        started = time.monotonic()
         ingester = BulkIngester(http, allowed_groups=allowed_groups, collection=collection)
+        # Uploads first, with bounded concurrency, so the pipeline always has work queued ...
+        uploading = progress.add_task("upload", total=len(files), rate=0.0)
+        in_flight: list[Outcome] = []
 
-        def one(file: Path, rel: str) -> Outcome:
+        def submit(file: Path, rel: str) -> Outcome:
             sha = sha256_of(file)
-            if manifest.done(rel, sha):  # resumed run: already indexed with this content
+            if manifest.done(rel, sha):  # a resumed run: already indexed with this content
                 return Outcome(path=rel, sha256=sha, status="unchanged")
-            outcome = ingester.ingest(file, rel, sha)
+            if document_id := manifest.uploaded(rel, sha):  # in the pipeline already: just wait
+                return Outcome(path=rel, sha256=sha, document_id=document_id, status="uploaded")
+            outcome = ingester.submit(file, rel, sha)
             manifest.record(outcome)
             return outcome
 
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            futures = [pool.submit(one, file, rel) for file, rel in files]
-            for done, future in enumerate(as_completed(futures), start=1):
-                summary.add(future.result())
-                progress.update(task, advance=1, rate=done / max(time.monotonic() - started, 1e-9))
+        started = time.monotonic()
+        futures = [pool.submit(submit, file, rel) for file, rel in files]
+        for done, future in enumerate(as_completed(futures), start=1):
+            outcome = future.result()
+            if outcome.status == "uploaded":
+                in_flight.append(outcome)
+            else:
+                summary.add(outcome)
+            progress.update(uploading, advance=1, rate=done / max(time.monotonic() - started, 1e-9))
+
+        # ... then follow what is still in the pipeline until each document is indexed or failed.
+        indexing = progress.add_task(
+            "index", total=len(files), completed=len(files) - len(in_flight), rate=0.0
+        )
+        deadline = time.monotonic() + index_timeout_s
+        finished = 0
+        while in_flight and time.monotonic() < deadline:
+            # Documents finish roughly in upload order: look at the oldest few each round, so a
+            # run of thousands costs a bounded number of cheap reads per second.
+            for outcome in pool.map(ingester.check, in_flight[: concurrency * 4]):
+                if outcome.status != "uploaded":
+                    in_flight.remove(outcome)
+                    manifest.record(outcome)
+                    summary.add(outcome)
+                    finished += 1
+            progress.update(
+                indexing,
+                completed=len(files) - len(in_flight),
+                rate=finished / max(time.monotonic() - started, 1e-9),
+            )
+            if in_flight:
+                time.sleep(poll_interval_s)
+        for outcome in in_flight:  # still in the pipeline: a rerun picks them up where they are
+            summary.add(
+                _failed(outcome, f"not indexed within {index_timeout_s:.0f}s (rerun to keep waiting)")
+            )
     return summary

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -36,21 +37,28 @@ def sqs_handler(
     *,
     max_receive_count: int | None = None,
     on_exhausted: Callable[[Any, Exception], object] | None = None,
+    prepare: Callable[[list[Any]], AbstractContextManager[object]] | None = None,
 ) -> Handler:
     """A Lambda handler for an SQS queue carrying the `accepts` events.
 
     `handle` gets the parsed event detail; raising fails only that record (it comes back after
     the visibility timeout and goes to the DLQ after the queue's max receives). With
     `max_receive_count` (the queue's) and `on_exhausted`, the last delivery's failure is reported
-    to `on_exhausted` before the record fails; an error there is logged, never raised."""
+    to `on_exhausted` before the record fails; an error there is logged, never raised.
+
+    `prepare`, if given, is entered with every parseable detail of the batch before the records
+    are handled one by one (work that is cheaper done for the batch at once), and left after."""
     by_type = {detail.DETAIL_TYPE: detail for detail in accepts}
 
-    def record_handler(record: SQSRecord) -> object:
+    def parse(record: SQSRecord) -> Any:
         body = json.loads(record.body)
         detail_type = body.get("detail-type")
         if detail_type not in by_type:
             raise UnexpectedEvent(f"unexpected detail-type {detail_type!r}")
-        detail = parse_envelope(body, by_type[detail_type]).detail
+        return parse_envelope(body, by_type[detail_type]).detail
+
+    def record_handler(record: SQSRecord) -> object:
+        detail = parse(record)
         logger.set_correlation_id(detail.metadata.correlation_id)
         try:
             return handle(detail)
@@ -66,19 +74,35 @@ def sqs_handler(
                     logger.exception("recording the exhausted retries failed")
             raise
 
-    return sqs_records_handler(logger, record_handler)
+    def batch_context(event: dict[str, Any]) -> AbstractContextManager[object]:
+        if prepare is None:
+            return nullcontext()
+        details = []
+        for raw in event.get("Records", []):
+            try:
+                details.append(parse(SQSRecord(raw)))
+            except Exception:  # noqa: S112 - it fails again, on its own, in record_handler
+                continue
+        return prepare(details)
+
+    return sqs_records_handler(logger, record_handler, batch_context)
 
 
-def sqs_records_handler(logger: Logger, handle_record: Callable[[SQSRecord], object]) -> Handler:
+def sqs_records_handler(
+    logger: Logger,
+    handle_record: Callable[[SQSRecord], object],
+    batch_context: Callable[[dict[str, Any]], AbstractContextManager[object]] | None = None,
+) -> Handler:
     """The same batch semantics for queues that carry something else than Ragline's envelope (AWS
     service events such as S3's): `handle_record` gets each raw SQS record."""
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
     @logger.inject_lambda_context(clear_state=True)
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        return process_partial_response(
-            event=event, record_handler=handle_record, processor=processor, context=context
-        )
+        with batch_context(event) if batch_context else nullcontext():
+            return process_partial_response(
+                event=event, record_handler=handle_record, processor=processor, context=context
+            )
 
     return handler
 

@@ -137,7 +137,7 @@ TOPOLOGY = Topology(
     ),
     queues=(
         QueueSpec(name="ingest", visibility_timeout_s=360, batch_size=5, consumer_timeout_s=300),
-        QueueSpec(name="index", visibility_timeout_s=360, batch_size=5, consumer_timeout_s=300),
+        QueueSpec(name="index", visibility_timeout_s=360, batch_size=10, consumer_timeout_s=300),
         QueueSpec(name="ingest-status", visibility_timeout_s=60, batch_size=10, consumer_timeout_s=30),
         # S3 "Object Created" events of presigned uploads (each may hash up to max_document_bytes).
         QueueSpec(name="uploads", visibility_timeout_s=360, batch_size=5, consumer_timeout_s=300),

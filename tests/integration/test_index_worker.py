@@ -106,6 +106,11 @@ def put_chunks(p: AwsPlatform, key: str, chunks: list[Chunk]) -> None:
 
 
 def send_chunks_ready(p: AwsPlatform, key: str, count: int, document_id: str = "doc1") -> dict:
+    send_only(p, key, count, document_id)
+    return p.sqs_event("index", p.receive("index"))
+
+
+def send_only(p: AwsPlatform, key: str, count: int, document_id: str = "doc1") -> None:
     SqsSender(p.sqs, p.settings.index_queue_url).send(
         ChunksReady(
             metadata=EventMetadata(
@@ -118,7 +123,6 @@ def send_chunks_ready(p: AwsPlatform, key: str, count: int, document_id: str = "
             chunk_count=count,
         )
     )
-    return p.sqs_event("index", p.receive("index"))
 
 
 def test_indexes_the_chunks_and_announces_it_on_the_bus(
@@ -237,3 +241,58 @@ def test_the_whole_flow_from_upload_to_indexed(
     principal = Principal(user_id=ENGINEER["sub"], groups=frozenset({"engineering"}))
     hits = search.keyword_search("leaked", SearchFilter.for_principal(principal), 5)
     assert hits and hits[0].chunk.document_id == document_id
+
+
+def test_a_batch_is_embedded_together_and_a_bad_record_still_fails_alone(
+    aws_platform: AwsPlatform, search: RecordingIndex, lambda_context
+) -> None:
+    p = aws_platform
+    for doc in ("doc1", "doc2"):
+        put_chunks(p, f"parsed/{doc}/v1/chunks.jsonl", [chunk(i, t, doc) for i, t in enumerate(TEXTS)])
+    for doc in ("doc1", "missing", "doc2"):
+        send_only(p, f"parsed/{doc}/v1/chunks.jsonl", 3, document_id=doc)
+    messages = p.receive("index", expected=3)
+    assert len(messages) == 3
+    embedder = HashedEmbedder()
+    handler = index_worker.make_handler(lambda svc=service(p, search, embedder, batch_size=32): svc)
+
+    response = handler(p.sqs_event("index", messages), lambda_context)
+
+    assert response == {"batchItemFailures": []}  # the missing file is permanent: reported, not retried
+    assert embedder.calls == [6]  # both documents' chunks in one model call
+    found = {h.chunk.document_id for h in search.keyword_search("keys", ENGINEERS, k=10)}
+    assert found == {"doc1", "doc2"}
+    bodies = [json.loads(m["Body"]) for m in p.receive("ingest-status", expected=6)]
+    outcomes = sorted((b["detail"]["document_id"], b["detail-type"]) for b in bodies)
+    assert outcomes == [
+        ("doc1", "DocumentIndexed"),
+        ("doc1", "IndexingStarted"),
+        ("doc2", "DocumentIndexed"),
+        ("doc2", "IndexingStarted"),
+        ("missing", "DocumentFailed"),
+    ]
+
+
+def test_when_the_batch_call_fails_each_record_is_tried_on_its_own(
+    aws_platform: AwsPlatform, search: RecordingIndex, lambda_context
+) -> None:
+    p = aws_platform
+
+    class FailsOnBigBatches(HashedEmbedder):
+        def embed(self, texts):
+            if len(texts) > 3:
+                self.calls.append(len(texts))
+                raise ConnectionError("payload too large for this endpoint today")
+            return super().embed(texts)
+
+    for doc in ("doc1", "doc2"):
+        put_chunks(p, f"parsed/{doc}/v1/chunks.jsonl", [chunk(i, t, doc) for i, t in enumerate(TEXTS)])
+        send_only(p, f"parsed/{doc}/v1/chunks.jsonl", 3, document_id=doc)
+    messages = p.receive("index", expected=2)
+    embedder = FailsOnBigBatches()
+    handler = index_worker.make_handler(lambda svc=service(p, search, embedder, batch_size=32): svc)
+
+    assert handler(p.sqs_event("index", messages), lambda_context) == {"batchItemFailures": []}
+    assert embedder.calls == [6, 3, 3]
+    bodies = [json.loads(m["Body"]) for m in p.receive("ingest-status", expected=4)]
+    assert sorted(b["detail-type"] for b in bodies) == ["DocumentIndexed"] * 2 + ["IndexingStarted"] * 2

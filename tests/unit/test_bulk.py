@@ -25,6 +25,14 @@ def test_manifest_resumes_only_what_finished_with_the_same_content(tmp_path: Pat
     assert not reloaded.done("c.md", "3")
 
 
+def test_manifest_remembers_uploads_still_in_the_pipeline(tmp_path: Path):
+    manifest = Manifest(tmp_path / "manifest.json")
+    manifest.record(Outcome(path="a.md", sha256="1", document_id="d1", status="uploaded"))
+    reloaded = Manifest(tmp_path / "manifest.json")
+    assert reloaded.uploaded("a.md", "1") == "d1"  # a rerun waits for it instead of uploading again
+    assert reloaded.uploaded("a.md", "2") is None and not reloaded.done("a.md", "1")
+
+
 def test_summary_lists_failures_with_reasons():
     summary = Summary()
     for status in ("indexed", "indexed", "unchanged", "failed"):

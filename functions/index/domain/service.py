@@ -6,7 +6,8 @@ ragline.index) and ingest applies it to the document's record."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -79,6 +80,44 @@ class IndexService:
         self._publisher = publisher
         self._dimension = dimension
         self._batch_size = batch_size
+        # chunks_key → (chunks, vectors) embedded ahead for the batch being handled (see `prepared`)
+        self._ready: dict[str, tuple[list[Chunk], list[list[float]]]] = {}
+        self._started: set[str] = set()  # chunks_keys whose IndexingStarted this batch already sent
+
+    @contextmanager
+    def prepared(self, events: Sequence[ChunksReady]) -> Iterator[None]:
+        """Embed a whole SQS batch's chunks together, in full embedding batches, before its records
+        are handled one by one: one document's few chunks make a small, slow model call, and the
+        round trips add up. Whatever cannot be prepared (a missing or invalid chunk file, a failed
+        model call) is simply left to `index`, which handles each record on its own and reports
+        its failure for that record only."""
+        ready: list[tuple[ChunksReady, list[Chunk]]] = []
+        for event in events:
+            try:
+                chunks = self._chunks.read(event.chunks_key)
+                self._check(event, chunks)
+                self._publish_started(event)
+            except Exception:  # noqa: S112 - `index` meets it again and reports it for this record
+                continue
+            ready.append((event, chunks))
+        pending = [chunk for _, chunks in ready for chunk in chunks]
+        try:
+            vectors = [
+                v
+                for start in range(0, len(pending), self._batch_size)
+                for v in self._embed(pending[start : start + self._batch_size])
+            ]
+            offset = 0
+            for event, chunks in ready:
+                self._ready[event.chunks_key] = (chunks, vectors[offset : offset + len(chunks)])
+                offset += len(chunks)
+        except Exception:
+            self._ready.clear()
+        try:
+            yield
+        finally:
+            self._ready.clear()
+            self._started.clear()
 
     def index(self, event: ChunksReady) -> IndexResult:
         """Idempotent: chunks are upserted by chunk id, so a redelivered message rewrites the same
@@ -86,24 +125,14 @@ class IndexService:
         Transient errors propagate."""
         correlation_id = event.metadata.correlation_id
         try:
-            chunks = self._chunks.read(event.chunks_key)
-            self._check(event, chunks)
-            self._publisher.publish(
-                IndexingStarted(
-                    metadata=_metadata(correlation_id, event, "indexing-started"),
-                    document_id=event.document_id,
-                    version=event.version,
-                    chunk_count=event.chunk_count,
-                )
-            )
-            written = 0
-            for start in range(0, len(chunks), self._batch_size):
-                batch = chunks[start : start + self._batch_size]
-                vectors = self._embed(batch)
+            if event.chunks_key in self._ready:
+                chunks, vectors = self._ready.pop(event.chunks_key)
                 self._index.upsert(
-                    [IndexedChunk(chunk=c, vector=v) for c, v in zip(batch, vectors, strict=True)]
+                    [IndexedChunk(chunk=c, vector=v) for c, v in zip(chunks, vectors, strict=True)]
                 )
-                written += len(batch)
+                written = len(chunks)
+            else:
+                written = self._index_alone(event)
         except IndexingFailed as exc:
             self._publish_failed(event, exc)
             return IndexResult(IndexOutcome.FAILED, reason=f"{exc.code}: {exc}")
@@ -119,6 +148,31 @@ class IndexService:
             )
         )
         return IndexResult(IndexOutcome.INDEXED, indexed_count=written)
+
+    def _index_alone(self, event: ChunksReady) -> int:
+        chunks = self._chunks.read(event.chunks_key)
+        self._check(event, chunks)
+        self._publish_started(event)
+        written = 0
+        for start in range(0, len(chunks), self._batch_size):
+            batch = chunks[start : start + self._batch_size]
+            vectors = self._embed(batch)
+            self._index.upsert([IndexedChunk(chunk=c, vector=v) for c, v in zip(batch, vectors, strict=True)])
+            written += len(batch)
+        return written
+
+    def _publish_started(self, event: ChunksReady) -> None:
+        if event.chunks_key in self._started:
+            return
+        self._started.add(event.chunks_key)
+        self._publisher.publish(
+            IndexingStarted(
+                metadata=_metadata(event.metadata.correlation_id, event, "indexing-started"),
+                document_id=event.document_id,
+                version=event.version,
+                chunk_count=event.chunk_count,
+            )
+        )
 
     def give_up(self, event: ChunksReady, error: Exception) -> None:
         """The last delivery of `event` failed with a transient error: report the document failed

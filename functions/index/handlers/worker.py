@@ -39,6 +39,7 @@ def make_handler(index_service: Callable[[], IndexService]) -> Handler:
         handle,
         max_receive_count=TOPOLOGY.queue("index").max_receive_count,
         on_exhausted=exhausted,
+        prepare=lambda events: index_service().prepared(events),
     )
 
 
