@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,6 +48,11 @@ def running_platform(state_dir: Path, ready_timeout_s: float = 240) -> Iterator[
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
     base_url = f"http://127.0.0.1:{ports['port']}"
+    # A SIGTERM (a CI timeout, `timeout`, `kill`) would end this process without running the
+    # cleanup below and leave the platform running: turn it into SystemExit while it is up.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         deadline = time.monotonic() + ready_timeout_s
         while True:
@@ -71,3 +77,9 @@ def running_platform(state_dir: Path, ready_timeout_s: float = 240) -> Iterator[
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)

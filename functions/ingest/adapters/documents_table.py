@@ -90,9 +90,10 @@ class DynamoDocumentRepository:
             try:
                 self._client.put_item(**put_document)
             except ClientError as exc:
-                if _is_condition_failure(exc):
+                if _is_condition_failure(exc) and not self._written_by_us(document):
                     raise DocumentAlreadyExists(document.id) from exc
-                raise
+                if not _is_condition_failure(exc):
+                    raise
             return
         claim: dict[str, Any] = {
             "TableName": self._table,
@@ -112,15 +113,36 @@ class DynamoDocumentRepository:
                 ":held_version": {"N": str(replacing.version)},
             }
         try:
-            self._client.transact_write_items(TransactItems=[{"Put": put_document}, {"Put": claim}])
+            # The token makes botocore's own retries of this call idempotent in DynamoDB (10 min).
+            self._client.transact_write_items(
+                TransactItems=[{"Put": put_document}, {"Put": claim}],
+                ClientRequestToken=f"{document.id}-v{document.version}",
+            )
         except ClientError as exc:
             error = exc.response.get("Error", {}).get("Code")
             reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
             if error == "TransactionCanceledException" and reasons[:1] == ["ConditionalCheckFailed"]:
+                if self._written_by_us(document):
+                    return
                 raise DocumentAlreadyExists(document.id) from exc
             if error == "TransactionCanceledException" and reasons[1:2] == ["ConditionalCheckFailed"]:
                 raise ContentClaimed(content_key) from exc
             raise
+
+    def _written_by_us(self, document: Document) -> bool:
+        """A retried write (botocore retries a call whose response was lost) finds the record its
+        first attempt wrote: ids are fresh, so a record with this id, correlation id and content
+        hash can only be that one, and the create succeeded."""
+        existing = self.get(document.id)
+        return existing is not None and (
+            existing.correlation_id,
+            existing.content_hash,
+            existing.created_at,
+        ) == (
+            document.correlation_id,
+            document.content_hash,
+            document.created_at,
+        )
 
     def find_by_content(self, content_key: str) -> ContentClaim | None:
         item = self._client.get_item(

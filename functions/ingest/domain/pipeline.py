@@ -35,6 +35,7 @@ from .ports import (
     MessageSender,
     chunks_key,
     event_metadata,
+    fail_document,
     text_key,
 )
 
@@ -167,26 +168,15 @@ class ChunkingService:
         )
 
     def _fail(self, document: Document, error: IngestError, correlation_id: str) -> None:
-        # Published before the status write: if the publish fails the message is retried, and
-        # the retry still finds the record `received` and gets here again.
-        self._publisher.publish(
-            DocumentFailed(
-                metadata=event_metadata(correlation_id, document.id, document.version, "failed-ingest"),
-                document_id=document.id,
-                version=document.version,
-                stage="ingest",
-                code=error.code,
-                reason=str(error),
-            )
-        )
-        self._documents.update_status(
-            document.id,
-            version=document.version,
+        fail_document(
+            self._documents,
+            self._publisher,
+            document,
+            error,
             expected=_CHUNKABLE,
-            status=DocumentStatus.FAILED,
-            updated_at=self._clock(),
-            failure_reason=f"{error.code}: {error}",
-            failure_code=error.code,
+            correlation_id=correlation_id,
+            what="failed-ingest",
+            now=self._clock(),
         )
 
     def give_up(self, event: DocumentUploaded, error: Exception) -> bool:

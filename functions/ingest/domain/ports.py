@@ -11,6 +11,7 @@ from typing import Protocol
 from ragline.contracts import Collection as CollectionRecord
 from ragline.contracts import (
     Document,
+    DocumentFailed,
     DocumentStatus,
     EventDetail,
     EventMetadata,
@@ -19,6 +20,7 @@ from ragline.contracts import (
 # --------------------------------------------------------------------------------------------
 # Ports
 # --------------------------------------------------------------------------------------------
+from .errors import IngestError
 
 
 @dataclass(frozen=True)
@@ -148,3 +150,37 @@ def listing_position(document: Document) -> str:
 
 def event_metadata(correlation_id: str, document_id: str, version: int, what: str) -> EventMetadata:
     return EventMetadata(correlation_id=correlation_id, idempotency_key=f"{document_id}:v{version}:{what}")
+
+
+def fail_document(
+    documents: DocumentRepository,
+    publisher: EventPublisher,
+    document: Document,
+    error: IngestError,
+    *,
+    expected: Collection[DocumentStatus],
+    correlation_id: str,
+    what: str,
+    now: datetime,
+) -> None:
+    """Mark a document failed and say so. The event goes first: if publishing fails, the caller's
+    message is retried and the retry still finds the record in an `expected` status."""
+    publisher.publish(
+        DocumentFailed(
+            metadata=event_metadata(correlation_id, document.id, document.version, what),
+            document_id=document.id,
+            version=document.version,
+            stage="ingest",
+            code=error.code,
+            reason=str(error),
+        )
+    )
+    documents.update_status(
+        document.id,
+        version=document.version,
+        expected=expected,
+        status=DocumentStatus.FAILED,
+        updated_at=now,
+        failure_reason=f"{error.code}: {error}",
+        failure_code=error.code,
+    )

@@ -25,7 +25,6 @@ from typing import Protocol
 from ragline.contracts import (
     CreateDocumentRequest,
     Document,
-    DocumentFailed,
     DocumentStatus,
     DocumentUploaded,
     Principal,
@@ -36,7 +35,7 @@ from ragline.contracts import (
 
 from .collections import CollectionCatalog
 from .errors import BlobNotFound, ContentTypeRequired, IngestError, SizeMismatch, UploadTooLarge
-from .ports import DocumentRepository, EventPublisher, event_metadata, raw_key
+from .ports import DocumentRepository, EventPublisher, event_metadata, fail_document, raw_key
 
 # --------------------------------------------------------------------------------------------
 # Ports of this use case
@@ -238,26 +237,14 @@ class UploadService:
         )
 
     def _fail(self, document: Document, error: IngestError) -> UploadResult:
-        # Published before the status write, as the worker does: if the publish fails the event is
-        # retried and still finds the record awaiting its upload.
-        self._publisher.publish(
-            DocumentFailed(
-                metadata=event_metadata(
-                    document.correlation_id, document.id, document.version, "failed-upload"
-                ),
-                document_id=document.id,
-                version=document.version,
-                stage="ingest",
-                code=error.code,
-                reason=str(error),
-            )
-        )
-        self._documents.update_status(
-            document.id,
-            version=document.version,
+        fail_document(
+            self._documents,
+            self._publisher,
+            document,
+            error,
             expected={DocumentStatus.AWAITING_UPLOAD},
-            status=DocumentStatus.FAILED,
-            updated_at=self._clock(),
-            failure_reason=f"{error.code}: {error}",
+            correlation_id=document.correlation_id,
+            what="failed-upload",
+            now=self._clock(),
         )
         return UploadResult(UploadOutcome.FAILED, document, f"{error.code}: {error}")
