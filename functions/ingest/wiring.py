@@ -199,31 +199,46 @@ def build(
     )
 
 
+# One client per AWS service for the whole process: an ingest-api cold start wires several services,
+# and building a boto3 client for each of them repeats the same work.
+@cache
+def _client(service: str) -> Any:
+    return aws.client(service, get_settings())
+
+
 @cache
 def document_service() -> DocumentService:
-    return build_document_service(get_settings())
+    return build_document_service(
+        get_settings(), s3=_client("s3"), dynamodb=_client("dynamodb"), events=_client("events")
+    )
 
 
 @cache
 def chunking_service() -> ChunkingService:
-    return build_chunking_service(get_settings())
+    return build_chunking_service(
+        get_settings(),
+        s3=_client("s3"),
+        dynamodb=_client("dynamodb"),
+        events=_client("events"),
+        sqs=_client("sqs"),
+    )
 
 
 @cache
 def status_service() -> StatusService:
-    return build_status_service(get_settings())
+    return build_status_service(get_settings(), dynamodb=_client("dynamodb"))
 
 
 @cache
 def upload_service() -> UploadService:
-    return build_upload_service(get_settings())
+    return build_upload_service(get_settings(), dynamodb=_client("dynamodb"), events=_client("events"))
 
 
 @cache
 def collection_catalog() -> CollectionCatalog:
-    return build_collection_catalog(get_settings())
+    return build_collection_catalog(get_settings(), dynamodb=_client("dynamodb"))
 
 
 @cache
 def idempotent_requests() -> IdempotentRequests:
-    return build_idempotent_requests(get_settings())
+    return build_idempotent_requests(get_settings(), dynamodb=_client("dynamodb"))
