@@ -221,7 +221,7 @@ def start_stages(config: LocalConfig) -> list[list[tuple[str, list[str], str]]]:
     python = sys.executable
     moto = (
         "moto",
-        [python, "-m", "moto.server", "-H", config.host, "-p", str(config.moto_port)],
+        [python, "-m", "ragline.local.aws_emulator", "-H", config.host, "-p", str(config.moto_port)],
         config.url(config.moto_port) + "/moto-api/",
     )
     models = [
