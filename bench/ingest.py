@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -126,6 +127,31 @@ def chunk_texts(platform, documents: list[dict]) -> list[str]:
     return texts
 
 
+CHILDREN = {  # a fragment of each child's command line → the name the report uses
+    "aws_emulator": "aws-emulator",
+    "embedding/serve.py": "embedding",
+    "llm/serve.py": "llm",
+    "ragline.local.platform": "platform",
+}
+
+
+def cpu_seconds(platform) -> dict[str, float]:
+    """CPU time used so far by each of the platform's processes (user + system), and this one's."""
+    import psutil
+
+    used = {"bench (client)": sum(psutil.Process().cpu_times()[:2])}
+    for child in psutil.Process(platform.process.pid).children(recursive=True):
+        try:
+            command = " ".join(child.cmdline())
+            times = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        name = next((n for fragment, n in CHILDREN.items() if fragment in command), None)
+        if name:
+            used[name] = used.get(name, 0.0) + times.user + times.system
+    return used
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--limit", type=int, default=None, help="SciFact abstracts (default: all 5,183)")
@@ -142,6 +168,7 @@ def main() -> int:
         parse_mb_s = parse_rates(folder)
         with running_platform(Path(tmp) / "state") as platform:
             token = platform.token("bench", ["research"])
+            cpu_before = cpu_seconds(platform)
             started = time.perf_counter()
             summary = run(
                 [folder],
@@ -154,6 +181,7 @@ def main() -> int:
                 show_progress=sys.stderr.isatty(),
             )
             wall = time.perf_counter() - started
+            cpu_after = cpu_seconds(platform)
             with httpx.Client(
                 base_url=platform.base_url, headers={"Authorization": f"Bearer {token}"}
             ) as http:
@@ -170,6 +198,13 @@ def main() -> int:
     print("median s per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in stage_seconds(documents).items()))
     print(f"raw encode rate on the same {len(texts)} chunks: {raw:.1f} chunks/s")
     print(f"pipeline / raw encode ratio: {pipeline_rate / raw:.2f} (target >= 0.9)")
+    cpu = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
+    total = sum(cpu.values())
+    print(
+        f"CPU seconds during the ingest ({os.cpu_count()} cores x {wall:.0f} s = "
+        f"{(os.cpu_count() or 1) * wall:.0f} available): "
+        + ", ".join(f"{name} {seconds:.0f} ({seconds / total:.0%})" for name, seconds in cpu.items())
+    )
     for line in list(summary.lines())[1:6]:
         print(line)
     return 0

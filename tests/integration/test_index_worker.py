@@ -62,6 +62,10 @@ class RecordingIndex(LanceIndex):
         self.ensured += 1
         super().ensure_index()
 
+    def upsert(self, items) -> None:
+        self.__dict__.setdefault("upserts", []).append(sorted({i.chunk.document_id for i in items}))
+        super().upsert(items)
+
 
 @pytest.fixture
 def search(tmp_path) -> RecordingIndex:
@@ -249,10 +253,10 @@ def test_a_batch_is_embedded_together_and_a_bad_record_still_fails_alone(
     p = aws_platform
     for doc in ("doc1", "doc2"):
         put_chunks(p, f"parsed/{doc}/v1/chunks.jsonl", [chunk(i, t, doc) for i, t in enumerate(TEXTS)])
-    for doc in ("doc1", "missing", "doc2"):
+    for doc in ("doc1", "missing", "doc2", "doc1"):  # doc1's message delivered twice
         send_only(p, f"parsed/{doc}/v1/chunks.jsonl", 3, document_id=doc)
-    messages = p.receive("index", expected=3)
-    assert len(messages) == 3
+    messages = p.receive("index", expected=4)
+    assert len(messages) == 4
     embedder = HashedEmbedder()
     handler = index_worker.make_handler(lambda svc=service(p, search, embedder, batch_size=32): svc)
 
@@ -260,12 +264,14 @@ def test_a_batch_is_embedded_together_and_a_bad_record_still_fails_alone(
 
     assert response == {"batchItemFailures": []}  # the missing file is permanent: reported, not retried
     assert embedder.calls == [6]  # both documents' chunks in one model call
+    assert search.upserts == [["doc1", "doc2"]]  # and in one write
     found = {h.chunk.document_id for h in search.keyword_search("keys", ENGINEERS, k=10)}
     assert found == {"doc1", "doc2"}
     bodies = [json.loads(m["Body"]) for m in p.receive("ingest-status", expected=6)]
     outcomes = sorted((b["detail"]["document_id"], b["detail-type"]) for b in bodies)
     assert outcomes == [
         ("doc1", "DocumentIndexed"),
+        ("doc1", "DocumentIndexed"),  # each delivery is answered; ingest applies it once
         ("doc1", "IndexingStarted"),
         ("doc2", "DocumentIndexed"),
         ("doc2", "IndexingStarted"),

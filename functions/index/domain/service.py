@@ -6,9 +6,10 @@ ragline.index) and ingest applies it to the document's record."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -43,6 +44,9 @@ class Embedder(Protocol):
 class EventPublisher(Protocol):
     def publish(self, detail: EventDetail) -> None: ...
 
+    def publish_many(self, details: Sequence[EventDetail]) -> None:
+        """All of `details`, in as few calls as the bus allows; raises if any was not published."""
+
 
 # --------------------------------------------------------------------------------------------
 # Service
@@ -59,6 +63,12 @@ class IndexResult:
     outcome: IndexOutcome
     indexed_count: int = 0
     reason: str | None = None
+
+
+@dataclass
+class _PreparedBatch:
+    written: dict[str, int] = field(default_factory=dict)  # chunks_key → chunks written
+    started: set[str] = field(default_factory=set)  # chunks_keys whose IndexingStarted went out
 
 
 class IndexService:
@@ -80,44 +90,46 @@ class IndexService:
         self._publisher = publisher
         self._dimension = dimension
         self._batch_size = batch_size
-        # chunks_key → (chunks, vectors) embedded ahead for the batch being handled (see `prepared`)
-        self._ready: dict[str, tuple[list[Chunk], list[list[float]]]] = {}
-        self._started: set[str] = set()  # chunks_keys whose IndexingStarted this batch already sent
+        # What `prepared` did for the batch being handled, per thread: the local platform runs a
+        # queue's batches concurrently in one process, where Lambda gives each its own environment.
+        self._local = threading.local()
 
     @contextmanager
     def prepared(self, events: Sequence[ChunksReady]) -> Iterator[None]:
-        """Embed a whole SQS batch's chunks together, in full embedding batches, before its records
-        are handled one by one: one document's few chunks make a small, slow model call, and the
-        round trips add up. Whatever cannot be prepared (a missing or invalid chunk file, a failed
-        model call) is simply left to `index`, which handles each record on its own and reports
-        its failure for that record only."""
+        """Do a whole SQS batch's work at once before its records are handled one by one: one
+        document's few chunks make a small, slow model call, and a write and an event per document
+        add up. The batch's IndexingStarted go out in one PutEvents, its chunks are embedded in full
+        model batches and written to the index in one upsert; `index` then only has to report each
+        record. Whatever cannot be prepared (a missing or invalid chunk file, a failed call) is left
+        to `index`, which handles that record on its own and reports its failure for it only."""
+        batch = self._local.batch = _PreparedBatch()
         ready: list[tuple[ChunksReady, list[Chunk]]] = []
-        for event in events:
+        for event in {event.chunks_key: event for event in events}.values():  # a redelivery may repeat one
             try:
                 chunks = self._chunks.read(event.chunks_key)
                 self._check(event, chunks)
-                self._publish_started(event)
             except Exception:  # noqa: S112 - `index` meets it again and reports it for this record
                 continue
             ready.append((event, chunks))
-        pending = [chunk for _, chunks in ready for chunk in chunks]
         try:
+            self._publisher.publish_many([self._started_event(event) for event, _ in ready])
+            batch.started = {event.chunks_key for event, _ in ready}
+            pending = [chunk for _, chunks in ready for chunk in chunks]
             vectors = [
                 v
                 for start in range(0, len(pending), self._batch_size)
                 for v in self._embed(pending[start : start + self._batch_size])
             ]
-            offset = 0
-            for event, chunks in ready:
-                self._ready[event.chunks_key] = (chunks, vectors[offset : offset + len(chunks)])
-                offset += len(chunks)
-        except Exception:
-            self._ready.clear()
+            self._index.upsert(
+                [IndexedChunk(chunk=c, vector=v) for c, v in zip(pending, vectors, strict=True)]
+            )
+            batch.written = {event.chunks_key: len(chunks) for event, chunks in ready}
+        except Exception:  # noqa: BLE001, S110 - each record is retried alone in `index`
+            pass
         try:
             yield
         finally:
-            self._ready.clear()
-            self._started.clear()
+            self._local.batch = _PreparedBatch()
 
     def index(self, event: ChunksReady) -> IndexResult:
         """Idempotent: chunks are upserted by chunk id, so a redelivered message rewrites the same
@@ -125,13 +137,8 @@ class IndexService:
         Transient errors propagate."""
         correlation_id = event.metadata.correlation_id
         try:
-            if event.chunks_key in self._ready:
-                chunks, vectors = self._ready.pop(event.chunks_key)
-                self._index.upsert(
-                    [IndexedChunk(chunk=c, vector=v) for c, v in zip(chunks, vectors, strict=True)]
-                )
-                written = len(chunks)
-            else:
+            written = self._prepared().written.get(event.chunks_key)
+            if written is None:
                 written = self._index_alone(event)
         except IndexingFailed as exc:
             self._publish_failed(event, exc)
@@ -149,6 +156,10 @@ class IndexService:
         )
         return IndexResult(IndexOutcome.INDEXED, indexed_count=written)
 
+    def _prepared(self) -> _PreparedBatch:
+        batch = getattr(self._local, "batch", None)
+        return batch if batch is not None else _PreparedBatch()
+
     def _index_alone(self, event: ChunksReady) -> int:
         chunks = self._chunks.read(event.chunks_key)
         self._check(event, chunks)
@@ -162,16 +173,16 @@ class IndexService:
         return written
 
     def _publish_started(self, event: ChunksReady) -> None:
-        if event.chunks_key in self._started:
-            return
-        self._started.add(event.chunks_key)
-        self._publisher.publish(
-            IndexingStarted(
-                metadata=_metadata(event.metadata.correlation_id, event, "indexing-started"),
-                document_id=event.document_id,
-                version=event.version,
-                chunk_count=event.chunk_count,
-            )
+        if event.chunks_key not in self._prepared().started:
+            self._publisher.publish(self._started_event(event))
+
+    @staticmethod
+    def _started_event(event: ChunksReady) -> IndexingStarted:
+        return IndexingStarted(
+            metadata=_metadata(event.metadata.correlation_id, event, "indexing-started"),
+            document_id=event.document_id,
+            version=event.version,
+            chunk_count=event.chunk_count,
         )
 
     def give_up(self, event: ChunksReady, error: Exception) -> None:
