@@ -6,12 +6,13 @@ cdk.json (CDK's convention) and snake_case here.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 from aws_cdk import App, RemovalPolicy
 from aws_cdk import aws_logs as logs
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 MODEL_NAMES = ("embedding", "llm")
@@ -44,17 +45,119 @@ class OpenSearchConfig(_Context):
     volume_size_gib: int = Field(default=20, ge=10, alias="volumeSizeGiB")
 
 
+class AutoscalingConfig(_Context):
+    """Target tracking on SageMakerVariantInvocationsPerInstance (Application Auto Scaling)."""
+
+    min_capacity: int = Field(ge=1, description="Instances kept at low traffic (real-time endpoints need 1)")
+    max_capacity: int = Field(ge=1, description="The cost ceiling")
+    target_invocations_per_instance: float = Field(
+        gt=0, description="Invocations per instance per minute the policy holds the variant at"
+    )
+    scale_in_cooldown_seconds: int = Field(default=300, ge=0)
+    scale_out_cooldown_seconds: int = Field(default=60, ge=0)
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> AutoscalingConfig:
+        if self.min_capacity > self.max_capacity:
+            raise ValueError(
+                f"minCapacity ({self.min_capacity}) is greater than maxCapacity ({self.max_capacity})"
+            )
+        return self
+
+
+class ServerlessConfig(_Context):
+    """SageMaker Serverless Inference: CPU only, scales to zero, cold starts; no instances to scale."""
+
+    memory_size_in_mb: Literal[1024, 2048, 3072, 4096, 5120, 6144] = Field(alias="memorySizeInMB")
+    max_concurrency: int = Field(ge=1, le=200)
+
+
+# <account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>(:<tag>|@sha256:<digest>)
+ECR_IMAGE_URI = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
+    r"(?P<repository>[a-z0-9][a-z0-9._/-]*)(?::[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$"
+)
+
+# Production variant settings that only instance-backed (real-time) endpoints have.
+REAL_TIME_ONLY = (
+    "instance_type",
+    "instance_count",
+    "autoscaling",
+    "startup_health_check_timeout_seconds",
+    "model_data_download_timeout_seconds",
+)
+
+
 class ModelConfig(_Context):
-    """One SageMaker endpoint. The images (sagemaker/<model>/) bake a default model in; see their serve.py."""
+    """One SageMaker endpoint: real-time on instances (optionally autoscaled), or serverless.
+
+    The images (sagemaker/<model>/) bake a default model in (see their serve.py); `imageUri` replaces
+    the image, `modelDataUrl` the model."""
 
     model_name: str | None = Field(default=None, description="MODEL_NAME, the model id the endpoint reports")
-    instance_type: str
-    instance_count: int = Field(default=1, ge=1)
+    instance_type: str | None = Field(
+        default=None, pattern=r"^ml\.[a-z0-9-]+\.[a-z0-9]+$", description="e.g. ml.g5.xlarge"
+    )
+    instance_count: int = Field(
+        default=1, ge=1, description="Initial count (with autoscaling: within min..max)"
+    )
+    autoscaling: AutoscalingConfig | None = None
+    serverless: ServerlessConfig | None = Field(
+        default=None, description="Serverless inference, not instances"
+    )
+    image_uri: str | None = Field(
+        default=None, description="An ECR image (e.g. an LMI or TGI container) instead of sagemaker/<model>/"
+    )
     model_data_url: str | None = Field(
-        default=None, pattern=r"^s3://", description="A model.tar.gz on S3 that replaces the baked model"
+        default=None,
+        pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+",
+        description="A model.tar.gz on S3 (s3://bucket/key) that replaces the baked model",
     )
     network_isolation: bool = Field(default=True, description="The baked models need no network at all")
     environment: dict[str, str] = Field(default={}, description="Container settings, e.g. N_CTX for the LLM")
+    startup_health_check_timeout_seconds: int | None = Field(
+        default=None, ge=60, le=3600, description="Time a large model may take to load before /ping"
+    )
+    model_data_download_timeout_seconds: int | None = Field(default=None, ge=60, le=3600)
+
+    @field_validator("image_uri")
+    @classmethod
+    def _ecr_image(cls, value: str | None) -> str | None:
+        if value is not None and not ECR_IMAGE_URI.match(value):
+            raise ValueError(
+                f"{value!r} is not an ECR image URI: "
+                "<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag> (or @sha256:<digest>)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _real_time_or_serverless(self) -> ModelConfig:
+        if self.serverless is not None:
+            conflicting = [to_camel(name) for name in REAL_TIME_ONLY if name in self.model_fields_set]
+            if conflicting:
+                raise ValueError(
+                    f"serverless endpoints have no instances: remove {', '.join(conflicting)} "
+                    "(or remove serverless)"
+                )
+            if self.network_isolation:
+                raise ValueError(
+                    "serverless inference does not support network isolation: set networkIsolation to false"
+                )
+            return self
+        if self.instance_type is None:
+            raise ValueError("instanceType is required for a real-time endpoint (or configure serverless)")
+        scaling = self.autoscaling
+        if scaling and not scaling.min_capacity <= self.instance_count <= scaling.max_capacity:
+            raise ValueError(
+                f"instanceCount ({self.instance_count}) is outside autoscaling "
+                f"minCapacity..maxCapacity ({scaling.min_capacity}..{scaling.max_capacity})"
+            )
+        return self
+
+    @property
+    def ecr_image(self) -> re.Match[str] | None:
+        """The parts of `image_uri` (account, region, repository), or None for the built image."""
+        return ECR_IMAGE_URI.match(self.image_uri) if self.image_uri else None
 
 
 class ApiConfig(_Context):
@@ -78,6 +181,18 @@ class DeployConfig(_Context):
         "llm": ModelConfig(instance_type="ml.g5.xlarge"),
     }
     api: ApiConfig = ApiConfig()
+
+    @field_validator("models")
+    @classmethod
+    def _both_models(cls, models: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
+        if set(models) != set(MODEL_NAMES):
+            raise ValueError(
+                f"configure exactly the models {', '.join(MODEL_NAMES)}; got {', '.join(models)}"
+            )
+        if models["llm"].serverless is not None:
+            # No GPUs on serverless, and the context function streams from a real-time endpoint.
+            raise ValueError("the llm endpoint must be real-time: serverless is for the embedding endpoint")
+        return models
 
     @property
     def log_retention(self) -> logs.RetentionDays:
@@ -107,7 +222,7 @@ class DeployConfig(_Context):
                 "Run `make package` (python -m infra.cdk.packaging --deps) first, "
                 "or point the `lambdaAssetDir` context key at a staged directory."
             )
-        for model in MODEL_NAMES:
+        for model in (name for name in MODEL_NAMES if not self.models[name].image_uri):
             dockerfile = self.model_image_dir(model) / "Dockerfile"
             if not dockerfile.is_file():
                 raise SystemExit(f"SageMaker image context has no Dockerfile: {dockerfile}")
