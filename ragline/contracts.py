@@ -57,7 +57,8 @@ class Principal(Strict):
 
 class DocumentStatus(StrEnum):
     """received → parsing → chunked → embedding → indexed, or failed (with a code and a reason).
-    A presigned upload starts at awaiting_upload and becomes received when its bytes arrive."""
+    A presigned upload starts at awaiting_upload and becomes received when its bytes arrive, or
+    failed (upload_expired) when none have arrived by its URL's expiry plus a grace period."""
 
     AWAITING_UPLOAD = "awaiting_upload"
     RECEIVED = "received"
@@ -188,6 +189,21 @@ class ChunksReady(EventDetail):
     chunk_count: int
 
 
+class UploadDeadline(EventDetail):
+    """When a presigned upload must have arrived (its URL's expiry plus a grace period). Ingest sends
+    it to its own uploads queue when it hands out the URL, delayed to arrive then (re-sent while the
+    deadline is further than the queue's longest delay). A document still awaiting its upload at
+    the deadline is completed if the object is there after all (its S3 event was lost), otherwise
+    failed with `upload_expired`."""
+
+    SOURCE: ClassVar[str] = "ragline.ingest"
+    DETAIL_TYPE: ClassVar[str] = "UploadDeadline"
+
+    document_id: str
+    version: int
+    due_at: datetime = Field(description="The deadline: the URL's expires_at plus the grace period")
+
+
 class DocumentIndexed(EventDetail):
     SOURCE: ClassVar[str] = "ragline.index"
     DETAIL_TYPE: ClassVar[str] = "DocumentIndexed"
@@ -256,6 +272,7 @@ def event_source(detail: EventDetail) -> str:
 EVENT_TYPES: tuple[type[EventDetail], ...] = (
     DocumentUploaded,
     ChunksReady,
+    UploadDeadline,
     IndexingStarted,
     DocumentIndexed,
     DocumentFailed,
@@ -442,9 +459,31 @@ class CitationsEvent(Strict):
     citations: list[Citation]
 
 
+DegradedReason = Literal["secondary_llm", "extractive", "interrupted"]
+
+FINISH_REASON = Field(
+    description="`stop` or `length` from the model; `no_documents` when nothing visible matched (no model "
+    "call); `extractive` when no model answered and the answer quotes the top sources; `interrupted` when "
+    "the model failed after the answer began (the text so far is kept)"
+)
+DEGRADED = Field(
+    default=False,
+    description="The primary LLM did not give this answer: see `degraded_reason`. Never an empty error: "
+    "a failing or circuit-broken LLM endpoint degrades the answer instead",
+)
+DEGRADED_REASON = Field(
+    default=None,
+    description="`secondary_llm`: the configured secondary endpoint answered; `extractive`: no LLM could "
+    "answer, the text quotes the top retrieved chunks with their citations; `interrupted`: the LLM failed "
+    "mid-answer",
+)
+
+
 class DoneEvent(Strict):
     usage: Usage
-    finish_reason: str
+    finish_reason: str = FINISH_REASON
+    degraded: bool = DEGRADED
+    degraded_reason: DegradedReason | None = DEGRADED_REASON
 
 
 class AnswerResponse(Strict):
@@ -453,7 +492,9 @@ class AnswerResponse(Strict):
     answer: str
     citations: list[Citation]
     usage: Usage
-    finish_reason: str
+    finish_reason: str = FINISH_REASON
+    degraded: bool = DEGRADED
+    degraded_reason: DegradedReason | None = DEGRADED_REASON
 
 
 ANSWER_STREAM_EVENTS: dict[str, type[BaseModel]] = {

@@ -33,6 +33,14 @@ class Settings(BaseSettings):
         default=100 * 1024 * 1024, description="Largest document on any path (inline or presigned upload)"
     )
     upload_url_ttl_s: int = Field(default=900, ge=1, description="How long a presigned upload URL is valid")
+    # S3 checks a presigned URL when the PUT starts, so one started just before expiry may run on:
+    # an hour lets the largest default document (100 MiB) finish at 256 kbit/s (about 55 min).
+    upload_grace_s: int = Field(
+        default=3600,
+        ge=0,
+        description="After a presigned URL expires, how long its document waits for the bytes before "
+        "it fails `upload_expired`",
+    )
     chunk_max_tokens: int = 200
     chunk_overlap_tokens: int = 32
     embedding_tokenizer: str | None = Field(
@@ -43,6 +51,9 @@ class Settings(BaseSettings):
     # messaging
     event_bus: str = "ragline"
     index_queue_url: str | None = None
+    uploads_queue_url: str | None = Field(
+        default=None, description="Where ingest schedules each presigned upload's UploadDeadline"
+    )
 
     # search index
     search_backend: Literal["opensearch", "lance"] = "opensearch"
@@ -63,6 +74,22 @@ class Settings(BaseSettings):
     llm_backend: Literal["sagemaker", "http"] = "sagemaker"
     llm_endpoint: str = "ragline-llm"
     endpoint_timeout_s: float = 30.0
+    llm_secondary_endpoint: str | None = Field(
+        default=None,
+        description="Answers come from here (same backend as llm_endpoint) when the LLM endpoint fails or its "
+        "circuit is open; without it they are extracts of the top sources",
+    )
+    # One circuit breaker per endpoint and process (ragline/endpoints/breaker.py)
+    breaker_failure_rate: float = Field(
+        default=0.5, gt=0, le=1, description="Share of failed calls in the window that opens the circuit"
+    )
+    breaker_minimum_calls: int = Field(
+        default=5, ge=1, description="Calls the window must hold before its failure rate counts"
+    )
+    breaker_window_s: float = Field(default=60.0, gt=0, description="Sliding window of call outcomes")
+    breaker_open_s: float = Field(
+        default=30.0, gt=0, description="Cool-down before an open circuit lets one probe call through"
+    )
 
     # context
     retrieve_function: str = "ragline-retrieve-invoke"

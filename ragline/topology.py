@@ -15,6 +15,7 @@ from ragline.contracts import (
     DocumentIndexed,
     DocumentUploaded,
     IndexingStarted,
+    UploadDeadline,
 )
 
 BUS_NAME = "ragline"
@@ -245,5 +246,6 @@ def dlq_name(queue: str) -> str:
     return physical_name(f"{queue}-dlq")
 
 
-# ChunksReady goes from ingest straight to the index queue (point to point, not via the bus).
-POINT_TO_POINT = {ChunksReady.DETAIL_TYPE: "index"}
+# Messages sent straight to a queue (point to point, not via the bus): ingest's ChunksReady to
+# index, and each presigned upload's UploadDeadline to the queue that also gets S3's events.
+POINT_TO_POINT = {ChunksReady.DETAIL_TYPE: "index", UploadDeadline.DETAIL_TYPE: "uploads"}

@@ -6,7 +6,8 @@ needs only the table), so there is one builder and one cached accessor per servi
     document_service()  -> DocumentService   (ingest-api)
     chunking_service()  -> ChunkingService   (ingest-worker)
     status_service()    -> StatusService     (ingest-status)
-    upload_service()    -> UploadService     (ingest-api for `upload: true`, ingest-object-created)
+    upload_service()    -> UploadService     (ingest-api for `upload: true`, ingest-object-created;
+                                             both send UploadDeadline to RAGLINE_UPLOADS_QUEUE_URL)
     collection_catalog() -> CollectionCatalog (ingest-api; documents and chunking use their own)
     idempotent_requests() -> IdempotentRequests (ingest-api: the Idempotency-Key store)
 
@@ -33,7 +34,7 @@ from functions.ingest.domain.documents import DocumentService
 from functions.ingest.domain.pipeline import ChunkingService
 from functions.ingest.domain.ports import DocumentRepository, EventPublisher, MessageSender
 from functions.ingest.domain.status import StatusService
-from functions.ingest.domain.uploads import UploadService
+from functions.ingest.domain.uploads import DeadlineQueue, UploadService
 from ragline import aws
 from ragline.events import EventBridgePublisher, SqsSender
 from ragline.settings import Settings, get_settings
@@ -136,10 +137,16 @@ def build_upload_service(
     presign_s3: Any = None,
     dynamodb: Any = None,
     events: Any = None,
+    sqs: Any = None,
     publisher: EventPublisher | None = None,
+    deadlines: DeadlineQueue | None = None,
 ) -> UploadService:
-    """`presign_s3`: an S3 client built with PRESIGN_CONFIG (by default one is built from settings)."""
+    """`presign_s3`: an S3 client built with PRESIGN_CONFIG (by default one is built from settings).
+    `deadlines`: by default the uploads queue (RAGLINE_UPLOADS_QUEUE_URL); without one, the service
+    refuses presigned uploads (503 upload_not_scheduled) rather than hand out a URL nothing expires."""
     dynamodb = dynamodb or aws.client("dynamodb", settings)
+    if deadlines is None and settings.uploads_queue_url:
+        deadlines = SqsSender(sqs or aws.client("sqs", settings), settings.uploads_queue_url)
     return UploadService(
         _documents(settings, dynamodb),
         DynamoUploadRecords(dynamodb, settings.documents_table),
@@ -148,6 +155,8 @@ def build_upload_service(
         bucket=settings.raw_bucket,
         max_document_bytes=settings.max_document_bytes,
         url_ttl_s=settings.upload_url_ttl_s,
+        deadlines=deadlines,
+        grace_s=settings.upload_grace_s,
         collections=build_collection_catalog(settings, dynamodb=dynamodb),
     )
 
@@ -193,7 +202,9 @@ def build(
             index_queue=index_queue,
         ),
         status=build_status_service(settings, dynamodb=dynamodb),
-        uploads=build_upload_service(settings, dynamodb=dynamodb, events=events, publisher=publisher),
+        uploads=build_upload_service(
+            settings, dynamodb=dynamodb, events=events, sqs=sqs, publisher=publisher
+        ),
         collections=build_collection_catalog(settings, dynamodb=dynamodb),
         idempotency=build_idempotent_requests(settings, dynamodb=dynamodb),
     )
@@ -231,7 +242,9 @@ def status_service() -> StatusService:
 
 @cache
 def upload_service() -> UploadService:
-    return build_upload_service(get_settings(), dynamodb=_client("dynamodb"), events=_client("events"))
+    return build_upload_service(
+        get_settings(), dynamodb=_client("dynamodb"), events=_client("events"), sqs=_client("sqs")
+    )
 
 
 @cache

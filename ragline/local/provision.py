@@ -18,7 +18,10 @@ class Provisioned:
     queue_arns: dict[str, str]
 
     def environment(self) -> dict[str, str]:
-        return {"RAGLINE_INDEX_QUEUE_URL": self.queue_urls["index"]}
+        return {
+            "RAGLINE_INDEX_QUEUE_URL": self.queue_urls["index"],
+            "RAGLINE_UPLOADS_QUEUE_URL": self.queue_urls["uploads"],
+        }
 
 
 def provision(settings: Settings, topology: Topology = TOPOLOGY) -> Provisioned:

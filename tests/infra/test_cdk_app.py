@@ -514,12 +514,46 @@ def test_the_upload_consumer_may_only_read_and_delete_uploads_and_move_their_rec
         "dynamodb:PutItem",
         "dynamodb:DeleteItem",
         "dynamodb:Batch",
-        "sqs:Send",
+        "sqs:SendMessageBatch",
     )
     assert not [a for a in actions if a.startswith(forbidden)], actions
+    # It sends one thing: its own UploadDeadline again, to the uploads queue (see below).
+    uploads = synth.logical_id(synth.stacks["Platform"].queues[TOPOLOGY.function(name).queue])
+    sends = [s for s in statements if any(a.startswith("sqs:Send") for a in _actions(s))]
+    assert sends and all(_actions(s) == ["sqs:SendMessage"] for s in sends), sends
+    assert all(uploads in json.dumps(s["Resource"]) for s in sends), sends
     parsed = synth.logical_id(ingest.buckets["parsed"])
     for table, spec in ((ingest.tables[t.name], t) for t in TOPOLOGY.tables if t.name != "documents"):
         assert not [s for s in statements if synth.logical_id(table) in json.dumps(s)], spec.name
     s3_statements = [s for s in statements if any(a.startswith("s3:") for a in _actions(s))]
     assert s3_statements and all(parsed not in json.dumps(s) for s in s3_statements)
     assert all("/raw/*" in json.dumps(s["Resource"]) for s in s3_statements)
+
+
+def test_only_who_hands_out_upload_urls_and_the_upload_consumer_may_schedule_deadlines(synth):
+    """UploadDeadline goes to the uploads queue: the API sends it with each URL, the consumer re-sends
+    it while the deadline is further than SQS's longest delay. No other function may send there."""
+    ingest, platform = synth.stacks["Ingest"], synth.stacks["Platform"]
+    (consumer,) = UPLOAD_CONSUMERS
+    uploads = synth.logical_id(platform.queues[TOPOLOGY.function(consumer).queue])
+    senders = {"ingest-api", consumer}
+    for stack_name in FUNCTION_STACKS:
+        for name, fn in synth.stacks[stack_name].functions.items():
+            resource = synth.templates[stack_name]["Resources"][synth.logical_id(fn.function)]
+            variables = resource["Properties"]["Environment"]["Variables"]
+            role_stack = "Index" if TOPOLOGY.function(name).context in ("index", "retrieve") else stack_name
+            statements = _policies_of(synth, role_stack, synth.logical_id(fn.role))
+            sends = [
+                a
+                for s in statements
+                if uploads in json.dumps(s["Resource"])
+                for a in _actions(s)
+                if a.startswith("sqs:Send")
+            ]
+            if name in senders:
+                assert uploads in json.dumps(variables["RAGLINE_UPLOADS_QUEUE_URL"]), name
+                assert sends == ["sqs:SendMessage"], (name, sends)
+            else:
+                assert "RAGLINE_UPLOADS_QUEUE_URL" not in variables, name
+                assert sends == [], (name, sends)
+    assert ingest.functions.keys() >= senders

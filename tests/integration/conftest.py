@@ -122,5 +122,10 @@ def aws_platform(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsPlatform]:
         platform.queue_urls.update(provisioned.queue_urls)
         platform.queue_arns.update(provisioned.queue_arns)
         _add_observer(platform)
-        platform.settings = settings.model_copy(update={"index_queue_url": platform.queue_urls["index"]})
+        platform.settings = settings.model_copy(
+            update={
+                "index_queue_url": platform.queue_urls["index"],
+                "uploads_queue_url": platform.queue_urls["uploads"],
+            }
+        )
         yield platform

@@ -6,14 +6,20 @@ handler gets it as Lambda's SQS event source mapping would hand it over.
 
 What moto does not do: verify signatures. A PUT of another size or type than the URL was signed
 for succeeds against moto (S3 answers 403 SignatureDoesNotMatch), so those tests check that the
-headers are signed, and use such a PUT to stand for an object that arrived some other way."""
+headers are signed, and use such a PUT to stand for an object that arrived some other way.
+
+Each URL's UploadDeadline goes to the same uploads queue, delayed by SQS (moto honours
+DelaySeconds): with the default TTL and grace it stays out of sight of these tests; the deadline
+tests shrink both to a second so the real queue delivers it two seconds later."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import socket
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from importlib.resources import files
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -34,6 +40,7 @@ from ragline.contracts import (
     DocumentStatus,
     DocumentUploaded,
     ErrorResponse,
+    UploadDeadline,
 )
 from ragline.events import parse_envelope
 from ragline.local.provision import provision
@@ -91,7 +98,13 @@ def served(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> AwsPlatform:
     platform.queue_urls.update(provisioned.queue_urls)
     platform.queue_arns.update(provisioned.queue_arns)
     _add_observer(platform)
-    platform.settings = settings.model_copy(update={"index_queue_url": platform.queue_urls["index"]})
+    platform.settings = settings.model_copy(
+        update={
+            "index_queue_url": platform.queue_urls["index"],
+            "uploads_queue_url": platform.queue_urls["uploads"],
+        }
+    )
+    assert provisioned.environment()["RAGLINE_UPLOADS_QUEUE_URL"] == platform.queue_urls["uploads"]
     return platform
 
 
@@ -103,8 +116,7 @@ def services(served: AwsPlatform) -> wiring.IngestServices:
     )
 
 
-@pytest.fixture
-def post(services: wiring.IngestServices, lambda_context):
+def poster(services: wiring.IngestServices, lambda_context):
     app = api.create_app(lambda: services.documents, lambda: services.uploads)
 
     def call(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -112,6 +124,11 @@ def post(services: wiring.IngestServices, lambda_context):
         return response["statusCode"], json.loads(response["body"])
 
     return call
+
+
+@pytest.fixture
+def post(services: wiring.IngestServices, lambda_context):
+    return poster(services, lambda_context)
 
 
 def upload_request(size: int, **overrides: Any) -> dict[str, Any]:
@@ -359,3 +376,113 @@ def test_an_upload_into_a_collection_that_does_not_exist_is_404(served, post):
     assert status_code == 404, payload
     assert ErrorResponse.model_validate(payload).error.code == "collection_not_found"
     assert served.dynamodb.scan(TableName=served.settings.documents_table)["Items"] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Deadlines: SQS delivers each URL's UploadDeadline once it has expired (plus grace)
+# ---------------------------------------------------------------------------------------------
+
+TTL_S, GRACE_S = 1, 1
+
+
+@pytest.fixture
+def quick(served: AwsPlatform) -> wiring.IngestServices:
+    """URLs valid a second, a second of grace: the deadline arrives two seconds after the URL."""
+    p = served
+    settings = p.settings.model_copy(update={"upload_url_ttl_s": TTL_S, "upload_grace_s": GRACE_S})
+    return wiring.build(
+        settings, s3=p.s3, dynamodb=p.dynamodb, events=p.events, sqs=p.sqs, tokenizer=TOKENIZER
+    )
+
+
+def wait_for(p: AwsPlatform, detail_type: str, *, timeout_s: float = 20) -> dict[str, Any]:
+    """The first message of `detail_type` the uploads queue delivers (others are left unacknowledged)."""
+    until = time.monotonic() + timeout_s
+    while time.monotonic() < until:
+        for message in p.receive("uploads", attempts=1):
+            if json.loads(message["Body"])["detail-type"] == detail_type:
+                return message
+        time.sleep(0.2)
+    raise AssertionError(f"no {detail_type} on the uploads queue within {timeout_s} s")
+
+
+def deliver(p: AwsPlatform, services: wiring.IngestServices, lambda_context, message: dict[str, Any]) -> None:
+    handler = object_created.make_handler(lambda: services.uploads)
+    assert handler(p.sqs_event("uploads", [message]), lambda_context) == {"batchItemFailures": []}
+
+
+def test_an_upload_that_never_comes_fails_upload_expired_at_its_deadline(served, quick, lambda_context):
+    p = served
+    handed_out = time.monotonic()
+    created = start_upload(poster(quick, lambda_context))
+    assert created.upload is not None
+    assert p.receive("uploads", attempts=1) == []  # delayed: not before the deadline
+
+    message = wait_for(p, UploadDeadline.DETAIL_TYPE)
+    assert time.monotonic() - handed_out >= TTL_S + GRACE_S - 0.1  # SQS held it back
+    deadline = parse_envelope(message["Body"], UploadDeadline).detail
+    assert (deadline.document_id, deadline.version) == (created.document_id, 1)
+    assert deadline.due_at == created.upload.expires_at + timedelta(seconds=GRACE_S)
+    assert record(p, created.document_id).status == DocumentStatus.AWAITING_UPLOAD
+
+    deliver(p, quick, lambda_context, message)
+
+    failed = record(p, created.document_id)
+    assert (failed.status, failed.failure_code) == (DocumentStatus.FAILED, "upload_expired")
+    (envelope,) = p.events_on("observer", DocumentFailed)
+    assert (envelope.detail.document_id, envelope.detail.code) == (created.document_id, "upload_expired")
+    assert envelope.detail.metadata.correlation_id == created.correlation_id
+
+    deliver(p, quick, lambda_context, message)  # redelivered: nothing more happens
+    assert record(p, created.document_id) == failed
+    assert p.events_on("observer", DocumentFailed) == []
+
+
+def test_an_upload_whose_s3_event_was_lost_is_taken_at_its_deadline(served, quick, lambda_context):
+    p = served
+    created = start_upload(poster(quick, lambda_context))
+    assert put(created, REPORT).status_code == 200
+    # Lose S3's event: take it off the queue unhandled.
+    lost = wait_for(p, "Object Created")
+    p.sqs.delete_message(QueueUrl=p.queue_urls["uploads"], ReceiptHandle=lost["ReceiptHandle"])
+    assert record(p, created.document_id).status == DocumentStatus.AWAITING_UPLOAD
+
+    deliver(p, quick, lambda_context, wait_for(p, UploadDeadline.DETAIL_TYPE))
+
+    received = record(p, created.document_id)
+    assert received.status == DocumentStatus.RECEIVED
+    assert received.content_hash == hashlib.sha256(REPORT).hexdigest()
+    (envelope,) = p.events_on("ingest", DocumentUploaded)
+    assert (envelope.detail.document_id, envelope.detail.raw_key) == (
+        created.document_id,
+        f"raw/{created.document_id}/v1/original",
+    )
+
+
+def test_an_upload_that_arrived_in_time_ignores_its_deadline(served, quick, lambda_context):
+    p = served
+    created = start_upload(poster(quick, lambda_context))
+    put(created, REPORT)
+    deliver(p, quick, lambda_context, wait_for(p, "Object Created"))
+    assert record(p, created.document_id).status == DocumentStatus.RECEIVED
+
+    deliver(p, quick, lambda_context, wait_for(p, UploadDeadline.DETAIL_TYPE))
+    assert record(p, created.document_id).status == DocumentStatus.RECEIVED
+    assert p.events_on("observer", DocumentFailed) == []
+
+
+def test_no_url_without_a_deadline_queue(served, lambda_context):
+    """Without RAGLINE_UPLOADS_QUEUE_URL nothing would ever expire the record: 503, nothing stored."""
+    p = served
+    unscheduled = wiring.build(
+        p.settings.model_copy(update={"uploads_queue_url": None}),
+        s3=p.s3,
+        dynamodb=p.dynamodb,
+        events=p.events,
+        sqs=p.sqs,
+        tokenizer=TOKENIZER,
+    )
+    status_code, payload = poster(unscheduled, lambda_context)(upload_request(len(REPORT)))
+    assert status_code == 503, payload
+    assert ErrorResponse.model_validate(payload).error.code == "upload_not_scheduled"
+    assert p.dynamodb.scan(TableName=p.settings.documents_table)["Items"] == []

@@ -5,12 +5,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from functions.ingest.domain.errors import BlobNotFound, ContentTypeRequired, DocumentTooLarge
+from functions.ingest.domain.errors import (
+    BlobNotFound,
+    ContentTypeRequired,
+    DocumentTooLarge,
+    UploadNotScheduled,
+)
 from functions.ingest.domain.ports import raw_key
 from functions.ingest.domain.uploads import (
     ObjectDigest,
@@ -28,6 +34,7 @@ from ragline.contracts import (
     DocumentUploaded,
     EventDetail,
     Principal,
+    UploadDeadline,
 )
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -58,6 +65,7 @@ class Documents:
         status: DocumentStatus,
         updated_at: datetime,
         failure_reason: str | None = None,
+        failure_code: str | None = None,
         **_: object,
     ) -> bool:
         current = self.items.get(document_id)
@@ -66,6 +74,7 @@ class Documents:
         changes = {"status": status, "updated_at": updated_at}
         if failure_reason is not None:
             changes["failure_reason"] = failure_reason
+            changes["failure_code"] = failure_code
         self.items[document_id] = current.model_copy(update=changes)
         return True
 
@@ -95,8 +104,28 @@ class Bucket:
         data = self.objects[key]
         return ObjectDigest(sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
 
+    def size(self, key: str) -> int | None:
+        data = self.objects.get(key)
+        return None if data is None else len(data)
+
     def delete(self, key: str) -> None:
         self.objects.pop(key, None)
+
+
+class Deadlines:
+    """The uploads queue: what was sent, with its delay."""
+
+    MAX_DELAY_S: ClassVar[int] = 900
+
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[tuple[UploadDeadline, int]] = []
+        self.fail = fail
+
+    def send(self, detail: UploadDeadline, *, delay_s: int = 0) -> None:
+        if self.fail:
+            raise RuntimeError("SQS unavailable")
+        assert 0 <= delay_s <= self.MAX_DELAY_S
+        self.sent.append((detail, delay_s))
 
 
 class Publisher:
@@ -112,10 +141,21 @@ class Publisher:
 
 
 class World:
-    def __init__(self, *, max_bytes: int = 1000, publish_failures: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        max_bytes: int = 1000,
+        publish_failures: int = 0,
+        ttl_s: int = 600,
+        grace_s: int = 120,
+        deadlines: Deadlines | None = None,
+        deadline_queue: bool = True,  # False: what wiring builds without RAGLINE_UPLOADS_QUEUE_URL
+    ) -> None:
         self.documents = Documents()
         self.bucket = Bucket()
         self.publisher = Publisher(publish_failures)
+        self.deadlines = Deadlines() if deadlines is None else deadlines
+        self.now = NOW
         self.service = UploadService(
             self.documents,
             self.documents,
@@ -123,8 +163,10 @@ class World:
             self.publisher,
             bucket=BUCKET,
             max_document_bytes=max_bytes,
-            url_ttl_s=600,
-            clock=lambda: NOW,
+            url_ttl_s=ttl_s,
+            deadlines=self.deadlines if deadline_queue else None,
+            grace_s=grace_s,
+            clock=lambda: self.now,
             ids=lambda: "doc1",
         )
 
@@ -174,7 +216,7 @@ def test_a_declared_size_over_the_maximum_is_refused_before_anything_is_stored()
     with pytest.raises(DocumentTooLarge) as raised:
         world.start(size=11)
     assert raised.value.code == "document_too_large" and raised.value.limit_bytes == 10
-    assert world.documents.items == {} and world.bucket.presigned == []
+    assert world.documents.items == {} and world.bucket.presigned == [] and world.deadlines.sent == []
 
 
 def test_an_upload_must_declare_its_content_type() -> None:
@@ -294,6 +336,188 @@ def test_a_failed_failure_publish_leaves_the_document_for_the_retry() -> None:
         world.arrive()
     assert world.documents.items["doc1"].status == DocumentStatus.AWAITING_UPLOAD
     assert world.arrive() == UploadOutcome.FAILED
+
+
+# ---------------------------------------------------------------------------------------------
+# Deadlines: no presigned upload waits forever
+# ---------------------------------------------------------------------------------------------
+
+
+def test_start_schedules_the_deadline_at_url_expiry_plus_grace() -> None:
+    world = World(ttl_s=600, grace_s=120)
+    world.start()
+
+    ((deadline, delay_s),) = world.deadlines.sent
+    assert (deadline.document_id, deadline.version) == ("doc1", 1)
+    assert deadline.due_at == NOW + timedelta(seconds=720)
+    assert delay_s == 720  # within SQS's 15 minutes: one message, delivered when due
+    assert deadline.metadata.correlation_id == "corr-1"
+    assert deadline.metadata.idempotency_key == "doc1:v1:upload-deadline"
+
+
+@pytest.mark.parametrize(
+    "world",
+    [World(deadlines=Deadlines(fail=True)), World(deadline_queue=False)],
+    ids=["the-queue-refuses", "no-queue-configured"],
+)
+def test_no_url_is_handed_out_when_the_deadline_cannot_be_scheduled(world: World) -> None:
+    with pytest.raises(UploadNotScheduled) as raised:
+        world.start()
+    assert raised.value.code == "upload_not_scheduled"
+    assert world.documents.items == {} and world.bucket.presigned == []
+
+
+def test_a_deadline_beyond_the_longest_delay_is_chained_until_it_is_due() -> None:
+    world = World(ttl_s=900, grace_s=3600)  # due in 4500 s; SQS delays 900 s at most
+    world.start()
+    assert [delay for _, delay in world.deadlines.sent] == [900]
+
+    for hop in range(1, 5):
+        world.now = NOW + timedelta(seconds=900 * hop)  # the last message arrives
+        deadline, _ = world.deadlines.sent[-1]
+        assert world.service.expire(deadline).outcome == UploadOutcome.RESCHEDULED
+        assert world.documents.items["doc1"].status == DocumentStatus.AWAITING_UPLOAD
+    assert [delay for _, delay in world.deadlines.sent] == [900, 900, 900, 900, 900]
+    assert all(d == world.deadlines.sent[0][0] for d, _ in world.deadlines.sent)  # the same deadline
+
+    world.now = NOW + timedelta(seconds=4500)
+    assert world.service.expire(world.deadlines.sent[-1][0]).outcome == UploadOutcome.FAILED
+    assert len(world.deadlines.sent) == 5
+
+
+def test_a_deadline_delivered_a_moment_early_waits_the_rest() -> None:
+    world = World(ttl_s=600, grace_s=120)
+    world.start()
+    ((deadline, _),) = world.deadlines.sent
+    world.now = deadline.due_at - timedelta(milliseconds=200)  # another host's clock
+    assert world.service.expire(deadline).outcome == UploadOutcome.RESCHEDULED
+    assert world.deadlines.sent[-1][1] == 1
+    assert world.documents.items["doc1"].status == DocumentStatus.AWAITING_UPLOAD
+
+
+def due(world: World) -> UploadDeadline:
+    """The deadline `start` scheduled, with the clock at it."""
+    deadline, _ = world.deadlines.sent[0]
+    world.now = deadline.due_at
+    return deadline
+
+
+def test_nothing_uploaded_by_the_deadline_fails_the_document_upload_expired() -> None:
+    world = World()
+    world.start()
+    result = world.service.expire(due(world))
+
+    assert result.outcome == UploadOutcome.FAILED
+    document = world.documents.items["doc1"]
+    assert (document.status, document.failure_code) == (DocumentStatus.FAILED, "upload_expired")
+    assert document.failure_reason.startswith("upload_expired: no bytes arrived by 2024-05-01T12:12:00")
+    (failed,) = world.publisher.published
+    assert isinstance(failed, DocumentFailed)
+    assert (failed.document_id, failed.version, failed.code, failed.stage) == (
+        "doc1",
+        1,
+        "upload_expired",
+        "ingest",
+    )
+    assert failed.metadata.correlation_id == "corr-1"
+    assert len(world.deadlines.sent) == 1  # nothing more to wait for
+
+
+def test_bytes_whose_event_was_lost_are_taken_at_the_deadline() -> None:
+    world = World()
+    world.start()
+    world.bucket.objects["raw/doc1/v1/original"] = DATA  # PUT, but S3's event never came
+    result = world.service.expire(due(world))
+
+    assert result.outcome == UploadOutcome.RECEIVED
+    document = world.documents.items["doc1"]
+    assert document.status == DocumentStatus.RECEIVED
+    assert document.content_hash == hashlib.sha256(DATA).hexdigest()
+    (event,) = world.publisher.published
+    assert isinstance(event, DocumentUploaded)
+    assert (event.document_id, event.raw_key) == ("doc1", "raw/doc1/v1/original")
+
+
+def test_bytes_found_at_the_deadline_are_checked_as_their_event_would_have_been() -> None:
+    world = World()
+    world.start(size=len(DATA) + 1)
+    world.bucket.objects["raw/doc1/v1/original"] = DATA
+    assert world.service.expire(due(world)).outcome == UploadOutcome.FAILED
+    assert world.documents.items["doc1"].failure_code == "size_mismatch"
+    assert [e.code for e in world.publisher.published] == ["size_mismatch"]
+
+
+def test_bytes_that_vanish_while_the_deadline_reads_them_expire_the_document() -> None:
+    world = World()
+    world.start()
+    world.bucket.objects["raw/doc1/v1/original"] = DATA
+
+    def gone(key: str) -> ObjectDigest:  # deleted between the HEAD and the read
+        raise BlobNotFound(key)
+
+    world.bucket.digest = gone
+    assert world.service.expire(due(world)).outcome == UploadOutcome.FAILED
+    assert world.documents.items["doc1"].failure_code == "upload_expired"
+
+
+@pytest.mark.parametrize(
+    "status", [DocumentStatus.RECEIVED, DocumentStatus.FAILED, DocumentStatus.CHUNKED, DocumentStatus.INDEXED]
+)
+def test_a_deadline_for_a_document_that_moved_on_changes_nothing(status: DocumentStatus) -> None:
+    world = World()
+    world.start()
+    moved = world.documents.items["doc1"].model_copy(update={"status": status})
+    world.documents.items["doc1"] = moved
+    result = world.service.expire(due(world))
+
+    assert result.outcome == UploadOutcome.IGNORED
+    assert world.documents.items["doc1"] == moved
+    assert world.publisher.published == [] and world.bucket.reads == 0
+
+
+@pytest.mark.parametrize(("document_id", "version"), [("doc1", 2), ("unknown", 1)])
+def test_a_deadline_for_another_version_or_no_record_changes_nothing(document_id: str, version: int) -> None:
+    world = World()
+    world.start()
+    deadline = due(world).model_copy(update={"document_id": document_id, "version": version})
+    assert world.service.expire(deadline).outcome == UploadOutcome.IGNORED
+    assert world.documents.items["doc1"].status == DocumentStatus.AWAITING_UPLOAD
+    assert world.publisher.published == []
+
+
+def test_a_redelivered_deadline_changes_nothing() -> None:
+    world = World()
+    world.start()
+    deadline = due(world)
+    outcomes = [world.service.expire(deadline).outcome for _ in range(3)]  # SQS: at least once
+
+    assert outcomes == [UploadOutcome.FAILED, UploadOutcome.IGNORED, UploadOutcome.IGNORED]
+    assert [e.code for e in world.publisher.published] == ["upload_expired"]
+    assert len(world.deadlines.sent) == 1
+
+
+def test_a_failed_publish_at_the_deadline_leaves_the_document_for_the_retry() -> None:
+    world = World(publish_failures=1)
+    world.start()
+    deadline = due(world)
+    with pytest.raises(RuntimeError):
+        world.service.expire(deadline)
+    assert world.documents.items["doc1"].status == DocumentStatus.AWAITING_UPLOAD
+    assert world.service.expire(deadline).outcome == UploadOutcome.FAILED  # SQS redelivers it
+
+
+def test_a_deadline_whose_record_was_never_written_finds_nothing() -> None:
+    """The deadline is sent before the record is written: the write may still fail."""
+    world = World()
+
+    def unavailable(document: Document, **_: object) -> None:
+        raise RuntimeError("DynamoDB unavailable")
+
+    world.documents.create = unavailable
+    with pytest.raises(RuntimeError):
+        world.start()
+    assert world.service.expire(due(world)).outcome == UploadOutcome.IGNORED
+    assert world.publisher.published == []
 
 
 @given(document_id=st.from_regex(r"[0-9a-f]{32}", fullmatch=True), version=st.integers(1, 10_000))

@@ -33,6 +33,14 @@ class S3BlobStore:
             size += len(chunk)
         return ObjectDigest(sha256=sha256.hexdigest(), size_bytes=size)
 
+    def size(self, key: str) -> int | None:
+        try:
+            return self._client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
+                return None
+            raise
+
     def delete(self, key: str) -> None:
         self._client.delete_object(Bucket=self.bucket, Key=key)
 

@@ -3,6 +3,8 @@ nothing here knows about either."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class IngestError(Exception):
     """Base class; `code` is the stable machine-readable name clients and events carry."""
@@ -51,6 +53,26 @@ class SizeMismatch(IngestError):
         super().__init__(f"the upload declared {declared} bytes but {actual} arrived")
         self.declared = declared
         self.actual = actual
+
+
+class UploadExpired(IngestError):
+    """No bytes arrived for a presigned upload by its deadline (URL expiry plus grace)."""
+
+    code = "upload_expired"
+
+    def __init__(self, deadline: datetime) -> None:
+        super().__init__(
+            f"no bytes arrived by {deadline.isoformat()} (the upload URL's expiry plus grace); "
+            "start a new upload"
+        )
+        self.deadline = deadline
+
+
+class UploadNotScheduled(IngestError):
+    """A presigned upload's deadline could not be scheduled, so no URL was handed out (a record
+    nothing would ever expire must not exist) and nothing was stored. The client may try again."""
+
+    code = "upload_not_scheduled"
 
 
 class DocumentNotFound(IngestError):

@@ -7,20 +7,24 @@
     S3 "Object Created" (EventBridge, default bus) -> uploads queue -> UploadService.complete
         -> checks the size, hashes the object, record `received`, DocumentUploaded (the ingest
            worker does the rest, exactly as for an inline body)
+    UploadDeadline (sent by `start` to the uploads queue, delayed to the URL's expiry + grace)
+        -> UploadService.expire: a record still `awaiting_upload` is completed if the object is
+           there (its event was lost), else failed `upload_expired`; no document waits forever
 
-`complete` is idempotent: only an `awaiting_upload` record of the key's version moves, so a
-redelivered event, or the event of an inline body's original (its record is never awaiting an
-upload), changes nothing.
+`complete` and `expire` are idempotent: only an `awaiting_upload` record of the key's version
+moves, so a redelivered event or deadline, or the event of an inline body's original (its record
+is never awaiting an upload), changes nothing.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from ragline.contracts import (
     CreateDocumentRequest,
@@ -28,13 +32,22 @@ from ragline.contracts import (
     DocumentStatus,
     DocumentUploaded,
     Principal,
+    UploadDeadline,
     UploadTarget,
     new_id,
     utcnow,
 )
 
 from .collections import CollectionCatalog
-from .errors import BlobNotFound, ContentTypeRequired, IngestError, SizeMismatch, UploadTooLarge
+from .errors import (
+    BlobNotFound,
+    ContentTypeRequired,
+    IngestError,
+    SizeMismatch,
+    UploadExpired,
+    UploadNotScheduled,
+    UploadTooLarge,
+)
 from .ports import DocumentRepository, EventPublisher, event_metadata, fail_document, raw_key
 
 # --------------------------------------------------------------------------------------------
@@ -64,12 +77,23 @@ class UploadStore(Protocol):
     def digest(self, key: str) -> ObjectDigest:
         """sha256 and size of the stored object, read as a stream; BlobNotFound when there is none."""
 
+    def size(self, key: str) -> int | None:
+        """The stored object's size, without reading it; None when there is none."""
+
     def delete(self, key: str) -> None: ...
 
 
 class UploadRecords(Protocol):
     def set_content_hash(self, document_id: str, *, version: int, content_hash: str) -> bool:
         """Record the hash iff the record is at `version` and still awaiting its upload."""
+
+
+class DeadlineQueue(Protocol):
+    """The uploads queue, for UploadDeadline messages: each is delivered `delay_s` after it is sent."""
+
+    MAX_DELAY_S: ClassVar[int]  # a longer wait takes several sends
+
+    def send(self, detail: UploadDeadline, *, delay_s: int = 0) -> None: ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,7 +114,8 @@ def parse_raw_key(key: str) -> tuple[str, int] | None:
 class UploadOutcome(StrEnum):
     RECEIVED = "received"  # checked, hashed, `received`, DocumentUploaded published
     IGNORED = "ignored"  # not an upload waited for: another bucket or key, an inline original, a redelivery
-    FAILED = "failed"  # over the maximum or not the declared size; the record is failed
+    FAILED = "failed"  # too large, not the declared size, or nothing by the deadline: the record is failed
+    RESCHEDULED = "rescheduled"  # a deadline not reached yet: sent again with the remaining delay
 
 
 @dataclass(frozen=True)
@@ -111,11 +136,14 @@ class UploadService:
         bucket: str,
         max_document_bytes: int,
         url_ttl_s: int,
+        deadlines: DeadlineQueue | None,
+        grace_s: int,
         collections: CollectionCatalog | None = None,
         clock: Callable[[], datetime] = utcnow,
         ids: Callable[[], str] = new_id,
     ) -> None:
-        """`collections` None: only `default` exists (tests of other concerns)."""
+        """`collections` None: only `default` exists (tests of other concerns). `deadlines` None:
+        no deadline can be scheduled, so `start` refuses every upload (UploadNotScheduled)."""
         self._documents = documents
         self._collections = collections
         self._records = records
@@ -124,6 +152,8 @@ class UploadService:
         self._bucket = bucket
         self._max_bytes = max_document_bytes
         self._ttl_s = url_ttl_s
+        self._deadlines = deadlines
+        self._grace_s = grace_s
         self._clock = clock
         self._ids = ids
 
@@ -142,6 +172,7 @@ class UploadService:
         if self._collections is not None:
             self._collections.get(request.collection, principal)  # CollectionNotFound
         now = self._clock()
+        expires_at = now + timedelta(seconds=self._ttl_s)
         document = Document(
             id=self._ids(),
             version=1,
@@ -159,7 +190,19 @@ class UploadService:
             created_at=now,
             updated_at=now,
         )
-        # The record first: the URL is only handed out for a record that waits for it.
+        # The deadline before the record: if it cannot be scheduled nothing is stored and no URL
+        # handed out, and a deadline whose record was never written finds nothing to do.
+        deadline = UploadDeadline(
+            metadata=event_metadata(correlation_id, document.id, document.version, "upload-deadline"),
+            document_id=document.id,
+            version=document.version,
+            due_at=expires_at + timedelta(seconds=self._grace_s),
+        )
+        try:
+            self._schedule(deadline, now)
+        except Exception as exc:
+            raise UploadNotScheduled("the upload could not be scheduled; try again") from exc
+        # The record before the URL: the URL is only handed out for a record that waits for it.
         self._documents.create(document)
         presigned = self._raw.presign_put(
             raw_key(document.id, document.version),
@@ -167,9 +210,7 @@ class UploadService:
             size_bytes=document.size_bytes,
             expires_in_s=self._ttl_s,
         )
-        target = UploadTarget(
-            url=presigned.url, headers=presigned.headers, expires_at=now + timedelta(seconds=self._ttl_s)
-        )
+        target = UploadTarget(url=presigned.url, headers=presigned.headers, expires_at=expires_at)
         return document, target
 
     def complete(self, bucket: str, key: str, size_bytes: int) -> UploadResult:
@@ -178,13 +219,51 @@ class UploadService:
         parsed = parse_raw_key(key) if bucket == self._bucket else None
         if parsed is None:
             return UploadResult(UploadOutcome.IGNORED, reason="not an upload key")
-        document_id, version = parsed
+        found = self._awaiting(*parsed)
+        if isinstance(found, UploadResult):
+            return found
+        return self._receive(found, key, size_bytes)
+
+    def expire(self, deadline: UploadDeadline) -> UploadResult:
+        """A presigned upload's deadline came. Transient errors propagate so the message is retried;
+        a redelivery decides the same (or finds the record moved on and does nothing)."""
+        now = self._clock()
+        if now < deadline.due_at:  # further away than one delay could reach: wait again
+            self._schedule(deadline, now)
+            return UploadResult(UploadOutcome.RESCHEDULED, reason=f"due at {deadline.due_at.isoformat()}")
+        found = self._awaiting(deadline.document_id, deadline.version)
+        if isinstance(found, UploadResult):
+            return found
+        key = raw_key(found.id, found.version)
+        size_bytes = self._raw.size(key)
+        if size_bytes is not None:  # the bytes are there but their event never came: take them now
+            result = self._receive(found, key, size_bytes)
+            if result.outcome != UploadOutcome.IGNORED:
+                return result
+            # Moved on meanwhile (nothing left to do), or the object went away again (expire it).
+            found = self._awaiting(deadline.document_id, deadline.version)
+            if isinstance(found, UploadResult):
+                return found
+        return self._fail(found, UploadExpired(deadline.due_at))
+
+    def _schedule(self, deadline: UploadDeadline, now: datetime) -> None:
+        if self._deadlines is None:
+            raise RuntimeError("no deadline queue is configured (RAGLINE_UPLOADS_QUEUE_URL)")
+        remaining_s = math.ceil((deadline.due_at - now).total_seconds())
+        self._deadlines.send(deadline, delay_s=max(0, min(remaining_s, self._deadlines.MAX_DELAY_S)))
+
+    def _awaiting(self, document_id: str, version: int) -> Document | UploadResult:
+        """The record, if it is at `version` and still awaiting its upload; else why it is ignored."""
         document = self._documents.get(document_id)
         if document is None or document.version != version:
             return UploadResult(UploadOutcome.IGNORED, reason="no record of this version")
         if document.status != DocumentStatus.AWAITING_UPLOAD:
             return UploadResult(UploadOutcome.IGNORED, document, f"already {document.status}")
+        return document
 
+    def _receive(self, document: Document, key: str, size_bytes: int) -> UploadResult:
+        """Check, hash and announce the object of an `awaiting_upload` record."""
+        version = document.version
         if size_bytes > self._max_bytes:
             # Never read it: S3 refuses a PUT whose length differs from the signed one, so this is
             # defence in depth (a PUT made some other way). Delete first: a retry deletes again.

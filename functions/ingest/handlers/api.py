@@ -48,6 +48,7 @@ from functions.ingest.domain.errors import (
     UnsupportedBody,
     UnsupportedContentType,
     UnsupportedEmbeddingModel,
+    UploadNotScheduled,
 )
 from functions.ingest.domain.uploads import UploadService
 from ragline.contracts import (
@@ -76,6 +77,7 @@ _DOMAIN_STATUS: dict[type[IngestError], HTTPStatus] = {
     DocumentNotFound: HTTPStatus.NOT_FOUND,
     DocumentAlreadyExists: HTTPStatus.CONFLICT,
     EventPublishFailed: HTTPStatus.SERVICE_UNAVAILABLE,
+    UploadNotScheduled: HTTPStatus.SERVICE_UNAVAILABLE,
     UnsupportedBody: HTTPStatus.UNPROCESSABLE_ENTITY,
     ContentTypeRequired: HTTPStatus.UNPROCESSABLE_ENTITY,
     CollectionNotFound: HTTPStatus.NOT_FOUND,

@@ -21,12 +21,14 @@ from infra.cdk.environment import env, var
 from infra.cdk.naming import pascal, rule_name
 from infra.cdk.packaging import TOKENIZER_PATH
 from infra.cdk.stacks.platform import PlatformStack
-from ragline.contracts import ChunksReady
-from ragline.topology import BUCKETS, POINT_TO_POINT, TOPOLOGY, RuleSpec, TableSpec
+from ragline.contracts import ChunksReady, UploadDeadline
+from ragline.topology import BUCKETS, POINT_TO_POINT, TOPOLOGY, RouteSpec, RuleSpec, TableSpec
 
 CONTEXT = "ingest"
 # Buckets whose events a topology rule routes: clients upload into them with presigned PUTs.
 UPLOAD_BUCKETS = {rule.bucket for rule in TOPOLOGY.rules if rule.bucket is not None}
+# Who hands out upload URLs: each schedules its UploadDeadline on the uploads queue.
+UPLOAD_STARTERS = {f.name for f in TOPOLOGY.functions if RouteSpec("POST", "/v1/documents") in f.routes}
 # Browsers PUT to the presigned URL from any origin (the signature, not the origin, authorizes it):
 # narrow allowed_origins to your web app's origin if you have one.
 UPLOAD_CORS = [
@@ -103,6 +105,14 @@ class IngestStack(Stack):
             self.buckets[rule.bucket].grant_delete(role, keys)
             self.tables["documents"].grant(role, "dynamodb:GetItem", "dynamodb:UpdateItem")
             platform.bus.grant_put_events_to(role)
+            # UploadDeadline: sent by whoever hands out URLs, re-sent by the consumer while the
+            # deadline is further than SQS's longest delay. Only these two may send to the queue.
+            uploads_queue = platform.queues[POINT_TO_POINT[UploadDeadline.DETAIL_TYPE]]
+            for name in UPLOAD_STARTERS | {consumer}:
+                self.functions[name].function.add_environment(
+                    var("uploads_queue_url"), uploads_queue.queue_url
+                )
+                uploads_queue.grant(self.functions[name].role, "sqs:SendMessage")
         for fn in self.functions.values():
             if fn.spec.name in upload_consumers:
                 continue
