@@ -34,6 +34,35 @@ from ragline.observability import logger as make_logger
 REQUEST_CONTEXT_HEADER = "x-amzn-request-context"
 logger = make_logger("context")
 
+# The stream's contract, published in the OpenAPI document (docs/openapi.json).
+STREAM_DESCRIPTION = """\
+Server-Sent Events by default (`Accept: application/json` gets one `AnswerResponse` body instead):
+`token` events (`{"text"}`) as the model writes, then one `citations` event (`{"citations": [Citation]}`),
+then `done` (`{"usage", "finish_reason", "degraded", "degraded_reason"}`).
+
+A failing LLM never turns into an error. Before the first token, the secondary LLM endpoint answers if one
+is configured (`degraded_reason: "secondary_llm"`), else the answer quotes the top retrieved chunks with
+their citations (`finish_reason` and `degraded_reason`: `"extractive"`). After tokens were sent they are
+kept: the answer ends with its citations and `finish_reason`/`degraded_reason`: `"interrupted"`. In every
+such case `done.degraded` is true. An `error` event (`{"code", "message"}`) ends the stream instead of
+`citations` and `done` only when something other than the LLM fails, retrieval included."""
+STREAM_EXAMPLE = """\
+event: token
+data: {"text":"The language model is unavailable right now, so here are the most relevant passages \
+from your documents."}
+
+event: token
+data: {"text":"\\n\\n[1] Heliotrope runbook > Credential rotation: Database credentials rotate every 90 days."}
+
+event: citations
+data: {"citations":[{"marker":1,"chunk_id":"9f2c…:v1:0","document_id":"9f2c…","version":1,"ordinal":0,\
+"title":"Heliotrope runbook","heading_path":["Heliotrope runbook","Credential rotation"]}]}
+
+event: done
+data: {"usage":{"prompt_tokens":0,"completion_tokens":0},"finish_reason":"extractive","degraded":true,\
+"degraded_reason":"extractive"}
+"""
+
 
 class Unauthorized(Exception):
     pass
@@ -93,6 +122,8 @@ def _collect(events: Iterator[AnswerEvent]) -> AnswerResponse:
         citations=citations.citations,
         usage=done.usage,
         finish_reason=done.finish_reason,
+        degraded=done.degraded,
+        degraded_reason=done.degraded_reason,
     )
 
 
@@ -119,7 +150,10 @@ def create_app(service: Callable[[], AnswerService] = wiring.service) -> FastAPI
         "/v1/answers",
         response_model=AnswerResponse,
         responses={
-            200: {"content": {"text/event-stream": {}}},
+            200: {
+                "description": STREAM_DESCRIPTION,
+                "content": {"text/event-stream": {"example": STREAM_EXAMPLE}},
+            },
             401: {"model": ErrorResponse},
             422: {"model": ErrorResponse},
         },

@@ -1,9 +1,12 @@
-"""Builds the answer service once per process from settings; tests call `build` with their own parts."""
+"""Builds the answer service once per process from settings; tests call `build` with their own parts.
+
+Each LLM endpoint gets its client, and so its circuit breaker, here: once per process."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
+from functions.context.adapters.llm import EndpointLlm
 from functions.context.adapters.retriever import LambdaRetriever
 from functions.context.domain.service import AnswerService, LlmStream, Retriever
 from ragline import aws
@@ -12,14 +15,21 @@ from ragline.settings import Settings, get_settings
 
 
 def build(
-    settings: Settings, *, retriever: Retriever | None = None, llm: LlmStream | None = None
+    settings: Settings,
+    *,
+    retriever: Retriever | None = None,
+    llm: LlmStream | None = None,
+    secondary_llm: LlmStream | None = None,
 ) -> AnswerService:
     if retriever is None:
         lambda_client = aws.client("lambda", settings, endpoint_url=settings.lambda_endpoint_url)
         retriever = LambdaRetriever(lambda_client, settings.retrieve_function)
+    if secondary_llm is None and settings.llm_secondary_endpoint:
+        secondary_llm = EndpointLlm(llm_client(settings, endpoint=settings.llm_secondary_endpoint))
     return AnswerService(
         retriever,
-        llm or llm_client(settings),
+        llm or EndpointLlm(llm_client(settings)),
+        secondary_llm=secondary_llm,
         context_window_tokens=settings.context_window_tokens,
         min_score=settings.answer_min_score,
     )

@@ -1,6 +1,8 @@
-"""Clients for the model endpoints, one per model. The transport is SageMaker Runtime in AWS and
-HTTP to the local model server locally; the wire format is the same (see sagemaker/*/README.md)."""
+"""Clients for the model endpoints, one per model, each behind its own circuit breaker (breaker.py). The
+transport is SageMaker Runtime in AWS and HTTP to the local model server locally; the wire format is the
+same (see sagemaker/*/README.md)."""
 
+from ragline.endpoints.breaker import BreakerConfig, CircuitBreaker, State
 from ragline.endpoints.embedding import (
     EmbeddingClient,
     HttpEmbeddingTransport,
@@ -18,6 +20,8 @@ from ragline.endpoints.llm import (
 )
 
 __all__ = [
+    "BreakerConfig",
+    "CircuitBreaker",
     "EmbeddingClient",
     "EndpointError",
     "HttpEmbeddingTransport",
@@ -27,6 +31,7 @@ __all__ = [
     "LlmDone",
     "SageMakerEmbeddingTransport",
     "SageMakerLlmTransport",
+    "State",
     "embedding_client",
     "llm_client",
 ]

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ragline.endpoints.breaker import CircuitBreaker, breaker_for
 from ragline.endpoints.errors import EndpointError, from_botocore, from_client_error, from_httpx, from_status
 from ragline.endpoints.wiring import http_client_for, runtime_client_for
 from ragline.settings import Settings
@@ -69,7 +70,8 @@ class HttpEmbeddingTransport:
 
 
 class EmbeddingClient:
-    """Embeds any number of texts, `max_batch` per request, in order."""
+    """Embeds any number of texts, `max_batch` per request, in order. With a breaker, each request goes
+    through it: an open circuit fails fast with EndpointError("circuit_open", retryable=True)."""
 
     def __init__(
         self,
@@ -78,6 +80,7 @@ class EmbeddingClient:
         max_batch: int = 32,
         normalize: bool = True,
         dimension: int | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -85,14 +88,20 @@ class EmbeddingClient:
         self._max_batch = max_batch
         self._normalize = normalize
         self._dimension = dimension
+        self.breaker = breaker
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         vectors: list[list[float]] = []
         for start in range(0, len(texts), self._max_batch):
             batch = list(texts[start : start + self._max_batch])
-            body = self._transport.invoke({"inputs": batch, "normalize": self._normalize})
+            body = self._invoke({"inputs": batch, "normalize": self._normalize})
             vectors.extend(self._checked(body, expected=len(batch)))
         return vectors
+
+    def _invoke(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.breaker is None:
+            return self._transport.invoke(payload)
+        return self.breaker.call(lambda: self._transport.invoke(payload))
 
     def _checked(self, body: dict[str, Any], *, expected: int) -> list[list[float]]:
         embeddings = body.get("embeddings")
@@ -112,11 +121,16 @@ class EmbeddingClient:
 def embedding_client(
     settings: Settings, runtime_client: Any | None = None, http: httpx.Client | None = None
 ) -> EmbeddingClient:
-    """The client `settings.embedding_backend` asks for: `embedding_endpoint` is an endpoint name or a URL."""
+    """The client `settings.embedding_backend` asks for, with the endpoint's circuit breaker:
+    `embedding_endpoint` is an endpoint name or a URL."""
     transport: EmbeddingTransport
     if settings.embedding_backend == "sagemaker":
         runtime = runtime_client or runtime_client_for(settings)
         transport = SageMakerEmbeddingTransport(runtime, settings.embedding_endpoint)
     else:
         transport = HttpEmbeddingTransport(http or http_client_for(settings), settings.embedding_endpoint)
-    return EmbeddingClient(transport, dimension=settings.embedding_dimension)
+    return EmbeddingClient(
+        transport,
+        dimension=settings.embedding_dimension,
+        breaker=breaker_for(settings.embedding_endpoint, settings),
+    )

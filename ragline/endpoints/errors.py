@@ -39,16 +39,38 @@ class EndpointError(Exception):
 
 
 def from_status(status: int, body: bytes | str | None) -> EndpointError:
-    """The model server answered `status`; its body is `{"error": {"code", "message"}}` when it is ours."""
-    code, message = f"http_{status}", ""
-    try:
-        error = json.loads(body or b"")["error"]
-        code, message = str(error["code"]), str(error.get("message", ""))
-    except (ValueError, TypeError, KeyError):
+    """The model server answered `status`; its body names the error when it is a server we know."""
+    code, message = _named_error(body)
+    if message is None:
         message = (body.decode("utf-8", "replace") if isinstance(body, bytes) else body or "")[:500]
     return EndpointError(
-        code, message or f"HTTP {status}", retryable=status >= 500 or status == 429, status=status
+        code or f"http_{status}",
+        message or f"HTTP {status}",
+        retryable=status >= 500 or status == 429,
+        status=status,
     )
+
+
+def _named_error(body: bytes | str | None) -> tuple[str | None, str | None]:
+    """(code, message) from the error bodies the LLM and embedding servers send: `{"error": {"code",
+    "message"}}` (this project's servers; vLLM and OpenAI put a word in `type` and a number in `code`),
+    `{"error": "...", "error_type": "..."}` (TGI) or `{"object": "error", ...}` (older vLLM)."""
+    try:
+        decoded = json.loads(body or b"")
+    except (ValueError, TypeError):
+        return None, None
+    if not isinstance(decoded, dict):
+        return None, None
+    error = decoded if decoded.get("object") == "error" else decoded.get("error")
+    if isinstance(error, dict):
+        code = error.get("code")
+        if not isinstance(code, str) or not code:
+            code = error.get("type")
+        return (str(code) if code else None), str(error.get("message", ""))
+    if isinstance(error, str):
+        kind = decoded.get("error_type")
+        return (str(kind) if kind else None), error
+    return None, None
 
 
 def from_client_error(exc: ClientError) -> EndpointError:

