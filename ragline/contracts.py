@@ -427,6 +427,15 @@ class SearchHit(Strict):
 
 class SearchResponse(Strict):
     hits: list[SearchHit]
+    degraded: bool = Field(
+        default=False,
+        description="True when part of the search could not run and the hits come from the rest",
+    )
+    degraded_reason: Literal["embedding_unavailable"] | None = Field(
+        default=None,
+        description="embedding_unavailable: the query could not be embedded for now; hybrid search "
+        "answered from keywords alone",
+    )
 
 
 class AnswerRequest(Strict):

@@ -18,9 +18,10 @@ def build(
     settings: Settings, *, index: SearchIndex | None = None, embedder: Embedder | None = None
 ) -> SearchService:
     if embedder is None:
+        from functions.retrieve.adapters.embedder import QueryEmbedder
         from ragline.endpoints.embedding import embedding_client
 
-        embedder = embedding_client(settings)
+        embedder = QueryEmbedder(embedding_client(settings))
     return SearchService(index if index is not None else search_index(settings), embedder)
 
 

@@ -16,11 +16,13 @@ import lancedb
 import pytest
 
 from functions.retrieve import wiring
+from functions.retrieve.adapters.embedder import QueryEmbedder
 from functions.retrieve.handlers import api, invoke
 from ragline.contracts import Chunk, ErrorResponse, SearchResponse
+from ragline.endpoints import EndpointError
 from ragline.search.lance import LanceIndex
 from ragline.search.port import IndexedChunk
-from ragline.settings import Settings
+from ragline.settings import Settings, get_settings
 
 DIM = 32
 
@@ -165,7 +167,7 @@ def test_groups_claim_in_rest_authorizer_list_form():
 
 def test_a_caller_without_groups_gets_no_hits():
     status, body = call(rest_event({"query": "vacation"}, claims={"sub": "user-3"}))
-    assert (status, body) == (200, {"hits": []})
+    assert (status, body["hits"], body["degraded"]) == (200, [], False)
 
 
 @pytest.mark.parametrize(
@@ -254,3 +256,61 @@ def test_invoke_answers_invalid_payloads_with_an_error(event):
     error = ErrorResponse.model_validate(result).error
     assert error.code == "validation_error"
     assert error.details
+
+
+# ------------------------------------------------------------------- embedding endpoint down
+
+
+class EndpointDown:
+    """The embedding client as it fails when the endpoint is down or its circuit is open."""
+
+    def __init__(self, *, retryable: bool = True) -> None:
+        self.retryable = retryable
+
+    def embed(self, texts):
+        raise EndpointError("circuit_open", "embedding endpoint circuit is open", retryable=self.retryable)
+
+
+def with_embedder(index: LanceIndex, embedder: Any) -> None:
+    settings = Settings(search_backend="lance", embedding_dimension=DIM)
+    wiring.override(wiring.build(settings, index=index, embedder=QueryEmbedder(embedder)))
+
+
+def test_hybrid_search_answers_from_keywords_when_the_query_cannot_be_embedded(index):
+    with_embedder(index, EndpointDown())
+    status, body = call(rest_event({"query": "vacation approval"}, claims=STAFF))
+    assert status == 200
+    assert body["degraded"] is True and body["degraded_reason"] == "embedding_unavailable"
+    assert [hit["document_id"] for hit in body["hits"]][:1] == ["vacation"]
+
+
+def test_a_working_endpoint_is_not_degraded(index):
+    with_embedder(index, HashedBagOfWords())
+    status, body = call(rest_event({"query": "vacation approval"}, claims=STAFF))
+    assert status == 200 and body["degraded"] is False and body["degraded_reason"] is None
+
+
+def test_vector_search_without_embeddings_is_a_503_with_retry_after(index, monkeypatch):
+    monkeypatch.setenv("RAGLINE_BREAKER_OPEN_S", "12.5")
+    get_settings.cache_clear()
+    with_embedder(index, EndpointDown())
+    response = api.handler(
+        rest_event({"query": "vacation", "mode": "vector"}, claims=STAFF), FakeLambdaContext()
+    )
+    get_settings.cache_clear()
+    assert response["statusCode"] == 503
+    assert json.loads(response["body"])["error"]["code"] == "embedding_unavailable"
+    assert response["multiValueHeaders"]["Retry-After"] == ["13"]
+
+
+def test_an_endpoint_refusing_the_query_is_not_papered_over(index):
+    with_embedder(index, EndpointDown(retryable=False))
+    status, body = call(rest_event({"query": "vacation"}, claims=STAFF))
+    assert status == 500 and body["error"]["code"] == "internal_error"
+
+
+def test_invoke_reports_unavailable_embeddings_as_a_typed_error(index):
+    with_embedder(index, EndpointDown())
+    event = {"principal": {"user_id": "u", "groups": ["staff"]}, "request": {"query": "x", "mode": "vector"}}
+    result = invoke.handler(event, FakeLambdaContext(function_name="ragline-retrieve-invoke"))
+    assert ErrorResponse.model_validate(result).error.code == "embedding_unavailable"

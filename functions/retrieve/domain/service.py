@@ -1,7 +1,11 @@
 """The search use case: one query, run as BM25, as vectors or both, fused and cut to top_k.
 
 Visibility is enforced inside the index's query (pre-filtering); the `can_see` check here is
-defence in depth against an adapter bug, never the filter itself."""
+defence in depth against an adapter bug, never the filter itself.
+
+When the query cannot be embedded for now, hybrid search answers from its keyword half, flagged
+`degraded` (a slow or broken GPU endpoint must not take search down); vector search has no such
+half and raises EmbeddingUnavailable (503)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
+from functions.retrieve.domain.errors import EmbeddingUnavailable
 from functions.retrieve.domain.fusion import rrf
 from ragline.contracts import Principal, SearchHit, SearchMode, SearchRequest, SearchResponse
 from ragline.identity import can_see
@@ -38,15 +43,27 @@ class SearchService:
         candidates = max(request.top_k * CANDIDATES_PER_HIT, MIN_CANDIDATES)
 
         lists: list[list[ScoredChunk]] = []
+        degraded_reason = None
         if request.mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
             lists.append(self._index.keyword_search(request.query, flt, candidates))
         if request.mode in (SearchMode.VECTOR, SearchMode.HYBRID):
-            [vector] = self._embedder.embed([request.query])
-            lists.append(self._index.vector_search(vector, flt, candidates))
+            try:
+                [vector] = self._embedder.embed([request.query])
+            except EmbeddingUnavailable as exc:
+                if request.mode == SearchMode.VECTOR:
+                    raise
+                log.warning("query embedding unavailable, answering from keywords only: %s", exc)
+                degraded_reason = EmbeddingUnavailable.code
+            else:
+                lists.append(self._index.vector_search(vector, flt, candidates))
 
         ranked = rrf(lists, k=self._rrf_k) if len(lists) > 1 else lists[0]
         visible = [item for item in ranked if self._visible(principal, item)]
-        return SearchResponse(hits=[_hit(item) for item in visible[: request.top_k]])
+        return SearchResponse(
+            hits=[_hit(item) for item in visible[: request.top_k]],
+            degraded=degraded_reason is not None,
+            degraded_reason=degraded_reason,
+        )
 
     @staticmethod
     def _visible(principal: Principal, item: ScoredChunk) -> bool:

@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+import math
+from http import HTTPStatus
 from typing import Any
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import UnauthorizedError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.retrieve import wiring
+from functions.retrieve.domain.errors import EmbeddingUnavailable
 from ragline.contracts import SearchRequest, SearchResponse
-from ragline.http import install_error_handlers
+from ragline.http import error_response, install_error_handlers
 from ragline.identity import principal_from_claims
 from ragline.observability import logger as make_logger
+from ragline.settings import get_settings
 
 logger = make_logger("retrieve")
 app = APIGatewayRestResolver(enable_validation=True)
 install_error_handlers(app, logger)
+
+
+@app.exception_handler(EmbeddingUnavailable)
+def _embedding_unavailable(exc: EmbeddingUnavailable) -> Response:
+    response = error_response(
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        EmbeddingUnavailable.code,
+        "The query cannot be embedded right now; retry later or search with mode keyword",
+    )
+    # About when an open circuit lets a probe through: sooner would mostly fail fast again.
+    response.headers["Retry-After"] = str(math.ceil(get_settings().breaker_open_s))
+    return response
 
 
 @app.post("/v1/search")

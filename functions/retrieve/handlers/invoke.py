@@ -10,6 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from functions.retrieve import wiring
+from functions.retrieve.domain.errors import EmbeddingUnavailable
 from ragline.contracts import Principal, SearchRequest, Strict
 from ragline.http import error_body, validation_details
 from ragline.observability import logger as make_logger
@@ -36,5 +37,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         )
     if invocation.correlation_id:
         logger.set_correlation_id(invocation.correlation_id)
-    response = wiring.service().search(invocation.principal, invocation.request)
+    try:
+        response = wiring.service().search(invocation.principal, invocation.request)
+    except EmbeddingUnavailable as exc:
+        return error_body(EmbeddingUnavailable.code, str(exc))
     return response.model_dump(mode="json")
