@@ -123,10 +123,10 @@ def test_embeddings_are_normalised_and_meaningful(model_embedding_url: str, mode
     assert cosine(question, paraphrase) > cosine(question, unrelated) + 0.3
 
 
-def test_over_long_texts_are_truncated_not_rejected(
-    model_embedding_url: str, model_http: httpx.Client
-) -> None:
-    response = model_http.post(f"{model_embedding_url}/invocations", json={"inputs": ["word " * 2000]})
+def test_over_long_texts_are_truncated_when_asked(model_embedding_url: str, model_http: httpx.Client) -> None:
+    response = model_http.post(
+        f"{model_embedding_url}/invocations", json={"inputs": ["word " * 2000], "truncate": True}
+    )
     assert response.status_code == 200
     assert response.json()["usage"]["tokens"] == 256  # max_seq_length of all-MiniLM-L6-v2
 
@@ -177,45 +177,62 @@ def test_embedding_client_against_the_server(model_embedding_url: str, model_htt
 # --------------------------------------------------------------------------------------------
 
 
-def stream_lines(http: httpx.Client, url: str, body: dict[str, object]) -> list[dict[str, object]]:
+def stream_events(http: httpx.Client, url: str, body: dict[str, object]) -> list[dict[str, object] | str]:
+    """The SSE `data:` payloads, decoded; `[DONE]` stays a string."""
     with http.stream("POST", f"{url}/invocations", json=body) as response:
         assert response.status_code == 200
-        assert response.headers["content-type"].startswith("application/x-ndjson")
-        return [json.loads(line) for line in response.iter_lines() if line]
+        assert response.headers["content-type"].startswith("text/event-stream")
+        payloads = [line[5:].strip() for line in response.iter_lines() if line.startswith("data:")]
+    return [p if p == "[DONE]" else json.loads(p) for p in payloads]
 
 
-def test_llm_streams_tokens_then_done(model_llm_url: str, model_http: httpx.Client) -> None:
-    lines = stream_lines(model_http, model_llm_url, {"messages": QUESTION, "max_tokens": 32, "stream": True})
+def test_llm_streams_chat_completion_chunks_then_usage_then_done(
+    model_llm_url: str, model_http: httpx.Client
+) -> None:
+    body = {"messages": QUESTION, "max_tokens": 32, "stream": True, "stream_options": {"include_usage": True}}
+    *chunks, usage_chunk, done = stream_events(model_http, model_llm_url, body)
 
-    *tokens, done = lines
-    assert len(tokens) >= 3
-    assert all(line["type"] == "token" and line["text"] for line in tokens)
-    assert done["type"] == "done"
-    assert done["finish_reason"] in {"stop", "length"}
-    usage = done["usage"]
-    assert isinstance(usage, dict)
+    assert done == "[DONE]"
+    assert all(c["object"] == "chat.completion.chunk" for c in [*chunks, usage_chunk])
+    assert len({c["id"] for c in [*chunks, usage_chunk]}) == 1
+    first, *tokens, finish = [c["choices"][0] for c in chunks]
+    assert first["delta"]["role"] == "assistant"
+    assert len(tokens) >= 3 and all(t["delta"]["content"] and t["finish_reason"] is None for t in tokens)
+    assert finish["finish_reason"] in {"stop", "length"} and finish["delta"] == {}
+    assert usage_chunk["choices"] == []
+    usage = usage_chunk["usage"]
     assert usage["prompt_tokens"] > 10
-    assert 0 < usage["completion_tokens"] <= 32
+    assert len(tokens) <= usage["completion_tokens"] <= 32
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_llm_sends_usage_only_when_asked(model_llm_url: str, model_http: httpx.Client) -> None:
+    events = stream_events(model_http, model_llm_url, {"messages": QUESTION, "max_tokens": 4, "stream": True})
+    assert events[-1] == "[DONE]"
+    assert not any("usage" in e for e in events[:-1])
 
 
 def test_llm_max_tokens_ends_with_length(model_llm_url: str, model_http: httpx.Client) -> None:
-    body = {"messages": QUESTION, "max_tokens": 5, "stream": False}
+    body = {"messages": QUESTION, "max_tokens": 5, "stream": False, "model": "ignored"}
     response = model_http.post(f"{model_llm_url}/invocations", json=body)
 
     assert response.status_code == 200
     result = response.json()
-    assert result["finish_reason"] == "length"
-    assert result["text"]
+    assert result["object"] == "chat.completion"
+    (choice,) = result["choices"]
+    assert choice["finish_reason"] == "length"
+    assert choice["message"]["role"] == "assistant" and choice["message"]["content"]
     assert 0 < result["usage"]["completion_tokens"] <= 5
 
 
-def test_llm_stop_sequences_cut_the_text(model_llm_url: str, model_http: httpx.Client) -> None:
+@pytest.mark.parametrize("stop", [["4"], "4"])
+def test_llm_stop_sequences_cut_the_text(model_llm_url: str, model_http: httpx.Client, stop: object) -> None:
     messages = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
-    body = {"messages": messages, "max_tokens": 40, "stop": ["4"]}
-    result = model_http.post(f"{model_llm_url}/invocations", json=body).json()
+    body = {"messages": messages, "max_tokens": 40, "stop": stop}
+    (choice,) = model_http.post(f"{model_llm_url}/invocations", json=body).json()["choices"]
 
-    assert result["finish_reason"] == "stop"
-    assert "4" not in result["text"]
+    assert choice["finish_reason"] == "stop"
+    assert "4" not in choice["message"]["content"]
 
 
 @pytest.mark.parametrize(
@@ -228,6 +245,9 @@ def test_llm_stop_sequences_cut_the_text(model_llm_url: str, model_http: httpx.C
         ({"messages": QUESTION, "max_tokens": 4097}, "invalid_max_tokens"),
         ({"messages": QUESTION, "temperature": -1}, "invalid_temperature"),
         ({"messages": QUESTION, "stop": [""]}, "invalid_stop"),
+        ({"messages": QUESTION, "stream_options": {"include_usage": "yes"}}, "invalid_stream_options"),
+        ({"messages": QUESTION, "stream_options": {"continuous": True}}, "invalid_stream_options"),
+        ({"messages": QUESTION, "model": 3}, "invalid_request"),
         ({"messages": QUESTION, "top_k": 3}, "invalid_request"),
         ({"messages": [{"role": "user", "content": "word " * 2100}]}, "prompt_too_long"),
     ],
@@ -247,7 +267,8 @@ def test_llm_client_against_the_server(model_llm_url: str, model_http: httpx.Cli
     *deltas, done = events
     assert deltas and all(isinstance(d, LlmDelta) for d in deltas)
     assert isinstance(done, LlmDone)
-    assert done.usage.completion_tokens <= 12 and done.usage.prompt_tokens > 0
+    assert not done.usage_estimated  # the client asks for usage and the server sends it
+    assert len(deltas) <= done.usage.completion_tokens <= 12 and done.usage.prompt_tokens > 0
     with pytest.raises(EndpointError) as raised:
         list(client.stream([{"role": "robot", "content": "x"}], max_tokens=4))
     assert (raised.value.code, raised.value.retryable) == ("invalid_role", False)
