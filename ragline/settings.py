@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     )
     lance_path: str = ".ragline/index"
     embedding_dimension: int = 384
+    embedding_max_tokens: int = Field(
+        default=256, ge=8, description="The embedding model's longest input, special tokens included"
+    )
     embedding_model: str = Field(
         default="sentence-transformers/all-MiniLM-L6-v2",
         description="The model behind the embedding endpoint; the only one a collection may name",

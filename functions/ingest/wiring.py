@@ -52,6 +52,7 @@ def build_collection_catalog(settings: Settings, *, dynamodb: Any = None) -> Col
             chunk_max_tokens=settings.chunk_max_tokens,
             chunk_overlap_tokens=settings.chunk_overlap_tokens,
             embedding_model=settings.embedding_model,
+            embedding_max_tokens=settings.embedding_max_tokens,
         ),
     )
 

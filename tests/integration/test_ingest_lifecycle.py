@@ -132,6 +132,8 @@ def test_collections_are_created_listed_and_shown(call) -> None:
         ({"name": "Bad Name"}, "validation_error"),
         ({"name": "x", "chunk_max_tokens": 64, "chunk_overlap_tokens": 64}, "validation_error"),
         ({"name": "x", "embedding_model": "bge-large"}, "unsupported_embedding_model"),
+        # MiniLM takes 256 tokens with [CLS] and [SEP]: a 255-token chunk would be refused later
+        ({"name": "x", "chunk_max_tokens": 255}, "chunk_too_large"),
     ],
 )
 def test_bad_collections_are_422(call, body: dict[str, Any], code: str) -> None:
@@ -149,7 +151,7 @@ def test_the_worker_chunks_with_the_collections_settings(
     aws_platform: AwsPlatform, services, call, lambda_context
 ) -> None:
     p = aws_platform
-    call(post("/v1/collections", {"name": "wide", "chunk_max_tokens": 256, "chunk_overlap_tokens": 0}))
+    call(post("/v1/collections", {"name": "wide", "chunk_max_tokens": 254, "chunk_overlap_tokens": 0}))
     narrow = call(post("/v1/documents", new_document(text=LONG)))[1]["document_id"]
     wide = call(post("/v1/documents", new_document(text=LONG, collection="wide")))[1]["document_id"]
     handler = ingest_worker.make_handler(lambda: services.chunking)

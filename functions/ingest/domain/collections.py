@@ -14,8 +14,11 @@ from datetime import UTC, datetime
 
 from ragline.contracts import DEFAULT_COLLECTION, Collection, CreateCollectionRequest, Principal, utcnow
 
-from .errors import CollectionAlreadyExists, CollectionNotFound, UnsupportedEmbeddingModel
+from .errors import ChunkTooLarge, CollectionAlreadyExists, CollectionNotFound, UnsupportedEmbeddingModel
 from .ports import CollectionRepository
+
+# [CLS] and [SEP] (BERT-style encoders such as MiniLM) around every chunk the model embeds.
+SPECIAL_TOKENS = 2
 
 # `default` was never created; its created_at says so rather than inventing a time.
 IMPLICIT_CREATED_AT = datetime(1970, 1, 1, tzinfo=UTC)
@@ -28,6 +31,13 @@ class CollectionDefaults:
     chunk_max_tokens: int
     chunk_overlap_tokens: int
     embedding_model: str
+    # The model's longest input in tokens, its own special tokens included: a longer chunk would
+    # be refused by the endpoint (input_too_long) and its document fail after it was accepted.
+    embedding_max_tokens: int = 256
+
+    @property
+    def max_chunk_tokens(self) -> int:
+        return self.embedding_max_tokens - SPECIAL_TOKENS
 
 
 class CollectionCatalog:
@@ -72,6 +82,8 @@ class CollectionCatalog:
         model = self._defaults.embedding_model
         if "embedding_model" in request.model_fields_set and request.embedding_model != model:
             raise UnsupportedEmbeddingModel(request.embedding_model, model)
+        if request.chunk_max_tokens > self._defaults.max_chunk_tokens:
+            raise ChunkTooLarge(request.chunk_max_tokens, self._defaults.max_chunk_tokens, model)
         if request.name == DEFAULT_COLLECTION:
             raise CollectionAlreadyExists(request.name)
         collection = Collection(

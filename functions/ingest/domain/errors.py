@@ -195,6 +195,15 @@ class UnsupportedEmbeddingModel(IngestError):
         self.supported = supported
 
 
+class ChunkTooLarge(IngestError):
+    """A collection's chunks would be longer than its embedding model takes."""
+
+    code = "chunk_too_large"
+
+    def __init__(self, requested: int, limit: int, model: str) -> None:
+        super().__init__(f"chunk_max_tokens {requested} is over {limit}, the most {model!r} embeds")
+
+
 class InvalidCursor(IngestError):
     """A `cursor` that this listing did not hand out (tampered, or from other filters)."""
 

@@ -30,6 +30,7 @@ from functions.ingest.adapters.idempotency import IdempotentRequests
 from functions.ingest.domain.collections import CollectionCatalog
 from functions.ingest.domain.documents import DocumentService
 from functions.ingest.domain.errors import (
+    ChunkTooLarge,
     CollectionAlreadyExists,
     CollectionNotFound,
     ContentTypeMismatch,
@@ -83,6 +84,7 @@ _DOMAIN_STATUS: dict[type[IngestError], HTTPStatus] = {
     CollectionNotFound: HTTPStatus.NOT_FOUND,
     CollectionAlreadyExists: HTTPStatus.CONFLICT,
     UnsupportedEmbeddingModel: HTTPStatus.UNPROCESSABLE_ENTITY,
+    ChunkTooLarge: HTTPStatus.UNPROCESSABLE_ENTITY,
     InvalidCursor: HTTPStatus.BAD_REQUEST,
     IdempotencyKeyReused: HTTPStatus.CONFLICT,
     IdempotencyKeyInProgress: HTTPStatus.CONFLICT,
