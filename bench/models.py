@@ -10,6 +10,11 @@ sentence-transformers ONNX backend here: it needs optimum, which does not instal
 Abstracts longer than the model's 256 tokens are cut to it on both sides (`"truncate": true`). Alternating
 keeps the two sides under the same background load on a shared machine; the median round is reported.
 Ratio = server texts/s / in-process texts/s (target ≥ 0.9 at the best batch size).
+
+LLM: starts sagemaker/llm/serve.py and loads the same GGUF with the server's own `Generator` in this
+process, then alternates the same short chat requests (a SciFact abstract as context) between the two:
+time to first token and streamed text pieces per second, and the median TTFT overhead of going through
+the server and the platform's client (target ≤ 50 ms). `--only llm` / `--only embedding` runs one half.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from ragline.local.harness import free_port
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = REPO.parent / "shared" / "data" / "scifact-dev" / "corpus.jsonl"
 EMBEDDING_SERVER = REPO / "sagemaker" / "embedding" / "serve.py"
+LLM_SERVER = REPO / "sagemaker" / "llm" / "serve.py"
 
 
 def abstracts(limit: int) -> list[str]:
@@ -43,9 +49,10 @@ def abstracts(limit: int) -> list[str]:
     return [f"{r['title']}\n{r['text']}" for r in records]
 
 
-def load_serve() -> Any:
+def load_serve(script: Path | None = None) -> Any:
     """serve.py is a standalone script (sagemaker/ is not a package): loaded from its path."""
-    spec = importlib.util.spec_from_file_location("embedding_serve", EMBEDDING_SERVER)
+    script = script or EMBEDDING_SERVER
+    spec = importlib.util.spec_from_file_location(f"{script.parent.name}_serve", script)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -54,11 +61,12 @@ def load_serve() -> Any:
 
 
 @contextmanager
-def embedding_server(env: dict[str, str], log: Path, ready_timeout_s: float = 300) -> Iterator[str]:
+def model_server(script: Path, env: dict[str, str], log: Path, ready_timeout_s: float = 300) -> Iterator[str]:
+    """One of the sagemaker/*/serve.py servers on a free port, stopped on exit."""
     port = free_port()
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, str(EMBEDDING_SERVER), "--port", str(port)],
+            [sys.executable, str(script), "--port", str(port)],
             env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -68,14 +76,14 @@ def embedding_server(env: dict[str, str], log: Path, ready_timeout_s: float = 30
         deadline = time.monotonic() + ready_timeout_s
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"embedding server exited: {log.read_text(errors='replace')[-2000:]}")
+                raise RuntimeError(f"{script} exited: {log.read_text(errors='replace')[-2000:]}")
             try:
                 if httpx.get(f"{url}/ping", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"embedding server not ready in {ready_timeout_s}s")
+                raise RuntimeError(f"{script} not ready in {ready_timeout_s}s")
             time.sleep(0.2)
         yield url
     finally:
@@ -125,7 +133,7 @@ def embedding(
         cache = Path(scratch) / "onnx-cache"
         for backend in backends:
             env = {"EMBEDDING_BACKEND": backend, "ONNX_CACHE_DIR": str(cache), "LOG_LEVEL": "WARNING"}
-            with embedding_server(env, Path(scratch) / f"{backend}.log") as url:
+            with model_server(EMBEDDING_SERVER, env, Path(scratch) / f"{backend}.log") as url:
                 encode = in_process(backend, cache)
                 through_server(http, url, texts[:16], 16)  # warm both sides up
                 encode(texts[:16], 16)
@@ -154,13 +162,105 @@ def embedding(
     return {"texts": len(texts), "rounds": rounds, "rows": rows}
 
 
+# --------------------------------------------------------------------------------------------
+# LLM
+# --------------------------------------------------------------------------------------------
+
+QUESTIONS = (
+    "In two sentences, what does the passage find?",
+    "Summarise the study's main result for a clinician.",
+    "Which population was studied, and what was measured?",
+)
+
+
+def chat_requests(count: int) -> list[list[dict[str, str]]]:
+    """What the answer flow sends, in miniature: an instruction, one abstract as context, a question."""
+    return [
+        [
+            {"role": "system", "content": "Answer from the context only. Be brief."},
+            {"role": "user", "content": f"Context:\n{text}\n\nQuestion: {QUESTIONS[n % len(QUESTIONS)]}"},
+        ]
+        for n, text in enumerate(abstracts(count))
+    ]
+
+
+def timed(events: Iterator[Any], is_text: Callable[[Any], bool]) -> tuple[float, float, int]:
+    """(seconds to the first text, seconds to the end, text pieces) of one streamed generation."""
+    started = time.perf_counter()
+    first, pieces = None, 0
+    for event in events:
+        if is_text(event):
+            pieces += 1
+            if first is None:
+                first = time.perf_counter() - started
+    return (first if first is not None else float("nan")), time.perf_counter() - started, pieces
+
+
+def llm(count: int = 6, max_tokens: int = 48, rounds: int = 2) -> dict[str, Any]:
+    """Time to first token and tokens/s through the LLM server (HTTP, the platform's own client and
+    stream parser) against the server's own Generator in this process, same requests, alternated
+    request by request so both sides see the same background load."""
+    from ragline.endpoints.llm import HttpLlmTransport, LlmClient, LlmDelta
+
+    requests = chat_requests(count)
+    serve = load_serve(LLM_SERVER)
+    generator = serve.Generator(serve.resolve_model({}), n_ctx=2048, n_gpu_layers=0)
+    served: list[tuple[float, float, int]] = []
+    local: list[tuple[float, float, int]] = []
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        model_server(LLM_SERVER, {"LOG_LEVEL": "WARNING"}, Path(scratch) / "llm.log") as url,
+        httpx.Client(timeout=600) as http,
+    ):
+        client = LlmClient(HttpLlmTransport(http, url))
+
+        def through_server(messages: list[dict[str, str]]) -> tuple[float, float, int]:
+            events = client.stream(messages, max_tokens=max_tokens)
+            return timed(events, lambda e: isinstance(e, LlmDelta))
+
+        def here(messages: list[dict[str, str]]) -> tuple[float, float, int]:
+            prompt = generator.prompt_tokens(messages)
+            events = generator.generate(prompt, max_tokens=max_tokens, temperature=0.0, stop=[])
+            return timed(events, lambda e: e["type"] == "token")
+
+        through_server(requests[0]), here(requests[0])  # warm-up
+        for _ in range(rounds):
+            for messages in requests:
+                served.append(through_server(messages))
+                local.append(here(messages))
+
+    def summary(runs: list[tuple[float, float, int]]) -> dict[str, float]:
+        return {
+            "ttft_ms": round(1000 * statistics.median(r[0] for r in runs)),
+            "pieces_per_s": round(statistics.median(r[2] / (r[1] - r[0]) for r in runs if r[1] > r[0]), 1),
+        }
+
+    result = {"requests": len(served), "server": summary(served), "in_process": summary(local)}
+    result["ttft_overhead_ms"] = round(
+        1000 * statistics.median(s[0] - h[0] for s, h in zip(served, local, strict=True))
+    )
+    print(json.dumps(result), flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--limit", type=int, default=500, help="SciFact abstracts")
     parser.add_argument("--batch-sizes", default="8,32,128", help="Texts per request, comma-separated")
     parser.add_argument("--backends", default="torch,onnx", help="Embedding server backends, comma-separated")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--only", choices=["embedding", "llm"], help="Run one half")
     args = parser.parse_args()
+    if args.only != "embedding":
+        timing = llm(rounds=args.rounds)
+        print(
+            f"LLM: time to first token p50 {timing['server']['ttft_ms']} ms through the server, "
+            f"{timing['in_process']['ttft_ms']} ms in process (overhead p50 {timing['ttft_overhead_ms']} ms, "
+            f"target <= 50 ms); text pieces/s {timing['server']['pieces_per_s']} vs "
+            f"{timing['in_process']['pieces_per_s']}"
+        )
+    if args.only == "llm":
+        return
     result = embedding(
         args.limit,
         tuple(int(b) for b in args.batch_sizes.split(",")),
