@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from ragline.local.harness import free_port
+from ragline.local.harness import ModelServer
 
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = REPO.parent / "shared" / "data" / "scifact-dev" / "corpus.jsonl"
@@ -61,34 +59,10 @@ def load_serve(script: Path | None = None) -> Any:
 
 
 @contextmanager
-def model_server(script: Path, env: dict[str, str], log: Path, ready_timeout_s: float = 300) -> Iterator[str]:
+def model_server(script: Path, env: dict[str, str], log: Path) -> Iterator[str]:
     """One of the sagemaker/*/serve.py servers on a free port, stopped on exit."""
-    port = free_port()
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, str(script), "--port", str(port)],
-            env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + ready_timeout_s
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{script} exited: {log.read_text(errors='replace')[-2000:]}")
-            try:
-                if httpx.get(f"{url}/ping", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{script} not ready in {ready_timeout_s}s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with ModelServer(script.parent.name, log, env=env) as server:
+        yield server.url
 
 
 def through_server(http: httpx.Client, url: str, texts: list[str], batch: int) -> list[float]:

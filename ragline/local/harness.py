@@ -1,5 +1,6 @@
 """Starts `ragline dev` as a separate process on free ports and stops it with Ctrl-C (SIGINT), as a
-person would. Used by the end-to-end tests and the benchmarks."""
+person would; and a single model server (`ModelServer`) the same way. Used by the tests and the
+benchmarks."""
 
 from __future__ import annotations
 
@@ -79,6 +80,73 @@ def running_platform(state_dir: Path, ready_timeout_s: float = 240) -> Iterator[
                 process.wait()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ModelServer:
+    """`sagemaker/<model>/serve.py` as a child process on a free port. The port stays the server's, so
+    `stop()` then `start()` brings it back at the same URL (outage tests). `env` is added to this
+    process's environment, without the variables that would pick another model or port."""
+
+    def __init__(self, model: str, log: Path, *, env: dict[str, str] | None = None) -> None:
+        self.model = model
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = log
+        self._env = env or {}
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None
+
+    def start(self, startup_s: float = 180) -> str:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "LOG_LEVEL": "WARNING"}
+        for variable in ("MODEL_PATH", "MODEL_ID", "MODEL_NAME", "SAGEMAKER_BIND_TO_PORT"):
+            env.pop(variable, None)
+        script = REPO_ROOT / "sagemaker" / self.model / "serve.py"
+        with self._log.open("ab") as output:
+            self._process = subprocess.Popen(
+                [sys.executable, str(script), "--port", str(self.port)],
+                env=env | self._env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + startup_s
+        while True:
+            if self._process.poll() is not None:
+                log = self._log.read_text(errors="replace")[-3000:]
+                self._process = None
+                raise RuntimeError(f"the {self.model} server exited while starting:\n{log}")
+            try:
+                if httpx.get(f"{self.url}/ping", timeout=1).status_code == 200:
+                    return self.url
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"the {self.model} server did not answer /ping within {startup_s:.0f}s")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def __enter__(self) -> ModelServer:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:

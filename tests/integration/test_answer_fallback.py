@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +16,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -29,11 +24,11 @@ from functions.context.adapters.llm import EndpointLlm
 from functions.context.app import create_app
 from ragline.endpoints import State
 from ragline.endpoints.llm import llm_client
+from ragline.local.harness import ModelServer, free_port
 from ragline.settings import Settings
 from tests.support.context_fakes import RecordingRetriever, hit
 from tests.support.sse import parse_sse
 
-ROOT = Path(__file__).resolve().parents[2]
 CONTEXT = {"x-amzn-request-context": json.dumps({"authorizer": {"claims": {"sub": "alice"}}})}
 # Long enough that a busy machine cannot let it pass between two calls meant to see the circuit open.
 OPEN_S = 2.0
@@ -41,12 +36,6 @@ HITS = [
     hit(1, text="Database credentials are rotated every ninety days by the platform team."),
     hit(2, text="Rotation is announced in the #ops channel a week ahead."),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def settings_for(
@@ -116,51 +105,9 @@ def transitions(caplog: pytest.LogCaptureFixture, endpoint: str) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-class LlmServer:
+class LlmServer(ModelServer):
     def __init__(self, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = log
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self, startup_s: float = 90) -> None:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "LOG_LEVEL": "WARNING"}
-        for variable in ("MODEL_PATH", "SAGEMAKER_BIND_TO_PORT"):
-            env.pop(variable, None)
-        with self._log.open("ab") as output:
-            self._process = subprocess.Popen(
-                [sys.executable, str(ROOT / "sagemaker" / "llm" / "serve.py"), "--port", str(self.port)],
-                env=env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + startup_s
-        while True:
-            if self._process.poll() is not None:
-                pytest.fail(f"LLM server exited: {self._log.read_text(errors='replace')[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/ping", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"LLM server did not answer /ping within {startup_s}s")
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self._process is None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        self._process = None
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None
+        super().__init__("llm", log)
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,6 @@ few texts already need several forward passes and the length limit is cheap to c
 from __future__ import annotations
 
 import importlib.resources
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,9 +16,10 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
+from ragline.local.harness import ModelServer
+
 pytestmark = pytest.mark.models
 
-ROOT = Path(__file__).resolve().parents[2]
 MAX_SEQ_LENGTH = 48
 MAX_TEXTS = 24
 # Two longest texts per pass at most: a request of a dozen mixed texts runs several passes.
@@ -69,46 +65,9 @@ def text_of(tokens: int) -> str:
     return text
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(log: Path, env: dict[str, str], *, startup_s: float = 180) -> Iterator[str]:
-    port = free_port()
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "LOG_LEVEL": "INFO", **env}
-    for variable in ("MODEL_PATH", "MODEL_ID", "MODEL_NAME", "SAGEMAKER_BIND_TO_PORT"):
-        full_env.pop(variable, None)
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, str(ROOT / "sagemaker" / "embedding" / "serve.py"), "--port", str(port)],
-            env=full_env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + startup_s
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"embedding server exited: {log.read_text(errors='replace')[-3000:]}")
-            try:
-                if httpx.get(f"{url}/ping", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"embedding server did not answer /ping within {startup_s}s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def start(log: Path, env: dict[str, str]) -> Iterator[str]:
+    with ModelServer("embedding", log, env={"LOG_LEVEL": "INFO", **env}) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,54 +23,17 @@ from ragline.endpoints import (
     LlmDelta,
     LlmDone,
 )
+from ragline.local.harness import ModelServer
 
 pytestmark = pytest.mark.models
 
-ROOT = Path(__file__).resolve().parents[2]
 JSON = {"Content-Type": "application/json"}
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(model: str, log: Path, *, startup_s: float = 90) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "LOG_LEVEL": "WARNING"}
-    for variable in ("MODEL_PATH", "MODEL_ID", "SAGEMAKER_BIND_TO_PORT"):
-        env.pop(variable, None)
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, str(ROOT / "sagemaker" / model / "serve.py"), "--port", str(port)],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + startup_s
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"{model} server exited: {log.read_text(errors='replace')[-3000:]}")
-            try:
-                if httpx.get(f"{url}/ping", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"{model} server did not answer /ping within {startup_s}s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def start_server(model: str, log: Path) -> Iterator[str]:
+    with ModelServer(model, log) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")
