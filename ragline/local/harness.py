@@ -115,20 +115,23 @@ class ModelServer:
                 stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + startup_s
-        while True:
-            if self._process.poll() is not None:
-                log = self._log.read_text(errors="replace")[-3000:]
-                self._process = None
-                raise RuntimeError(f"the {self.model} server exited while starting:\n{log}")
-            try:
-                if httpx.get(f"{self.url}/ping", timeout=1).status_code == 200:
-                    return self.url
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"the {self.model} server did not answer /ping within {startup_s:.0f}s")
-            time.sleep(0.2)
+        with httpx.Client(timeout=1) as http:  # one client: each new one loads the CA bundle (0.1 s of CPU)
+            while True:
+                if self._process.poll() is not None:
+                    log = self._log.read_text(errors="replace")[-3000:]
+                    self._process = None
+                    raise RuntimeError(f"the {self.model} server exited while starting:\n{log}")
+                try:
+                    if http.get(f"{self.url}/ping").status_code == 200:
+                        return self.url
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise TimeoutError(
+                        f"the {self.model} server did not answer /ping within {startup_s:.0f}s"
+                    )
+                time.sleep(0.2)
 
     def stop(self) -> None:
         if self._process is None:
