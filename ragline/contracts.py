@@ -11,7 +11,17 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    model_validator,
+)
 
 SCHEMA_VERSION = "1.0"
 DEFAULT_COLLECTION = "default"
@@ -401,13 +411,80 @@ class SearchMode(StrEnum):
     VECTOR = "vector"
 
 
+FieldName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+FilterValue = StrictStr | StrictInt | StrictFloat | StrictBool
+RangeBound = StrictStr | StrictInt | StrictFloat
+
+
+class FilterableFieldType(StrEnum):
+    """How a declared metadata field is indexed and compared (RAGLINE_METADATA_FIELDS)."""
+
+    KEYWORD = "keyword"
+    NUMBER = "number"
+    DATE = "date"
+    BOOLEAN = "boolean"
+
+
+class InFilter(Strict):
+    """The field equals any of the values."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    in_: list[FilterValue] = Field(alias="in", min_length=1, max_length=100)
+
+
+class RangeFilter(Strict):
+    """Bounds on a number or date field (dates as ISO 8601: `2024-05-01` or `2024-05-01T12:00:00Z`)."""
+
+    gt: RangeBound | None = None
+    gte: RangeBound | None = None
+    lt: RangeBound | None = None
+    lte: RangeBound | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> RangeFilter:
+        if all(bound is None for bound in (self.gt, self.gte, self.lt, self.lte)):
+            raise ValueError("a range needs at least one of gt, gte, lt, lte")
+        if self.gt is not None and self.gte is not None:
+            raise ValueError("give gt or gte, not both")
+        if self.lt is not None and self.lte is not None:
+            raise ValueError("give lt or lte, not both")
+        return self
+
+
+MetadataFilter = FilterValue | InFilter | RangeFilter
+
+
+class FusionParams(Strict):
+    """Reciprocal rank fusion of the keyword and vector lists: score = sum(weight / (k + rank))."""
+
+    k: int = Field(default=60, ge=1, le=1000, description="Larger k flattens the advantage of top ranks")
+    keyword_weight: float = Field(default=1.0, ge=0, le=10)
+    vector_weight: float = Field(default=1.0, ge=0, le=10)
+
+
 class SearchRequest(Strict):
     query: str = Field(min_length=1, max_length=2000)
-    top_k: int = Field(default=5, ge=1, le=50)
+    top_k: int = Field(default=5, ge=1, le=100)
     collection: CollectionName | None = None
     mode: SearchMode = SearchMode.HYBRID
-    metadata: dict[str, MetadataValue] = Field(
-        default={}, description="Equality filters on document metadata"
+    metadata: dict[FieldName, MetadataFilter] = Field(
+        default={},
+        max_length=20,
+        description="Filters on declared metadata fields (RAGLINE_METADATA_FIELDS), all of which must "
+        'hold: a value (equality), {"in": [values]}, or a range {"gte"|"gt": x, "lte"|"lt": y} on a '
+        "number or date field",
+    )
+    group_by: Literal["document"] | None = Field(
+        default=None, description="document: at most one hit (its best chunk) per document"
+    )
+    min_score: float | None = Field(
+        default=None,
+        description="Relevance the best candidate must reach, else no hits and `no_answer`: cosine "
+        "similarity of the best vector candidate in vector and hybrid mode, BM25 score in keyword mode",
+    )
+    fusion: FusionParams | None = Field(
+        default=None, description="Hybrid mode only; the deployment's defaults when omitted"
     )
 
 
@@ -430,6 +507,11 @@ class SearchResponse(Strict):
     degraded: bool = Field(
         default=False,
         description="True when part of the search could not run and the hits come from the rest",
+    )
+    no_answer: bool = Field(
+        default=False,
+        description="True when nothing relevant was found: no visible hit, or the best candidate is below "
+        "`min_score`. An answer should say so rather than be generated from these hits",
     )
     degraded_reason: Literal["embedding_unavailable"] | None = Field(
         default=None,

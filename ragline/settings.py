@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ragline.contracts import FilterableFieldType
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAGLINE_", extra="ignore")
@@ -63,6 +65,24 @@ class Settings(BaseSettings):
     )
     lance_path: str = ".ragline/index"
     embedding_dimension: int = 384
+    metadata_fields: dict[str, FilterableFieldType] = Field(
+        default={},
+        description='Metadata fields search can filter on, with their types (JSON: {"year": "number", '
+        '"published": "date", "team": "keyword", "draft": "boolean"}); see ragline/search/fields.py',
+    )
+    # Keyword relevance: BM25 over text, plus the title and heading path with these boosts (0: off).
+    title_boost: float = Field(default=2.0, ge=0)
+    heading_boost: float = Field(default=1.0, ge=0)
+    # Hybrid fusion defaults (a request's `fusion` overrides them); tuned on SciFact dev, docs/search.md.
+    rrf_k: int = Field(default=60, ge=1)
+    hybrid_keyword_weight: float = Field(default=1.0, ge=0)
+    hybrid_vector_weight: float = Field(default=1.0, ge=0)
+    # OpenSearch k-NN (HNSW); the reasons for the defaults are in ragline/search/opensearch.py.
+    knn_engine: Literal["faiss", "lucene"] = "faiss"
+    knn_space_type: Literal["innerproduct", "cosinesimil"] = "innerproduct"
+    knn_m: int = Field(default=16, ge=2, le=100)
+    knn_ef_construction: int = Field(default=128, ge=2)
+    knn_ef_search: int = Field(default=100, ge=2)
     embedding_max_tokens: int = Field(
         default=256, ge=8, description="The embedding model's longest input, special tokens included"
     )

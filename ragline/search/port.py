@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from ragline.contracts import Chunk, MetadataValue, Principal
+from ragline.contracts import Chunk, Principal
+from ragline.search.fields import Condition
 
 
 @dataclass(frozen=True)
 class SearchFilter:
     """Applied inside the engine's query (pre-filtering), never to results afterwards.
 
-    An empty `groups_any` matches nothing: a caller with no groups sees no chunk."""
+    An empty `groups_any` matches nothing: a caller with no groups sees no chunk. `conditions` are
+    on declared metadata fields (see ragline.search.fields) and must all hold."""
 
     groups_any: frozenset[str]
     tenant: str | None = None
     collection: str | None = None
-    metadata: Mapping[str, MetadataValue] = field(default_factory=dict)
+    conditions: tuple[Condition, ...] = ()
 
     @classmethod
     def for_principal(
@@ -26,13 +28,14 @@ class SearchFilter:
         principal: Principal,
         *,
         collection: str | None = None,
-        metadata: Mapping[str, MetadataValue] | None = None,
+        conditions: tuple[Condition, ...] = (),
     ) -> SearchFilter:
+        """The one way a caller's visibility becomes a filter: their groups and their tenant."""
         return cls(
             groups_any=principal.groups,
             tenant=principal.tenant,
             collection=collection,
-            metadata=metadata or {},
+            conditions=conditions,
         )
 
 
@@ -59,7 +62,7 @@ class SearchIndex(Protocol):
         """Remove a document's chunks (one version, or all); returns how many were removed."""
 
     def keyword_search(self, query: str, flt: SearchFilter, k: int) -> list[ScoredChunk]:
-        """BM25 over chunk text (and title), best first."""
+        """BM25 over chunk text, title and headings (the last two boosted), best first."""
 
     def vector_search(self, vector: Sequence[float], flt: SearchFilter, k: int) -> list[ScoredChunk]:
         """Approximate nearest neighbours by cosine similarity, best first."""
