@@ -4,6 +4,11 @@ ragline dev                 run the whole platform locally (what `make dev` runs
 ragline token --user alice --groups engineering
                             print a bearer token signed by the local identity provider
 ragline schemas [--check]   write (or check) the JSON Schemas and the OpenAPI document in docs/
+ragline reindex             rebuild the search index the settings pick from its current settings
+                            (declared filterable fields, HNSW parameters) while it keeps serving
+ragline eval beir DIR [--split dev] [--queries N] [--corpus-sample N] [--state-dir DIR] [--json PATH]
+                            nDCG@10, recall@10/100 and MRR of each search mode on a BEIR dataset,
+                            ingested and queried through the API of a local platform (or --url)
 """
 
 from __future__ import annotations
@@ -62,6 +67,70 @@ def _ingest(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _eval_beir(args: argparse.Namespace) -> int:
+    import json
+
+    import httpx
+
+    from ragline.evaluation.client import ApiError, print_progress
+    from ragline.evaluation.runner import MODES, IngestFailed, Options, dataset_for, run_beir
+
+    modes = tuple(m for m in args.modes.split(",") if m)
+    if unknown := [m for m in modes if m not in MODES]:
+        print(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}", file=sys.stderr)
+        return 2
+    given = {"k": args.fusion_k, "keyword_weight": args.keyword_weight, "vector_weight": args.vector_weight}
+    options = Options(
+        folder=args.dir,
+        split=args.split,
+        queries=args.queries,
+        corpus_sample=args.corpus_sample,
+        seed=args.seed,
+        modes=modes,
+        fusion={name: value for name, value in given.items() if value is not None},
+        collection=args.collection,
+        groups=tuple(g for g in args.groups.split(",") if g),
+        concurrency=args.concurrency,
+        # With --url, a token is signed by the local identity provider of the global --state-dir.
+        state_dir=args.eval_state_dir or (args.state_dir if args.url else None),
+        url=args.url,
+        token=args.token,
+    )
+    try:
+        dataset = dataset_for(options)
+        if not args.url:
+            where = options.state_dir or "a temporary directory"
+            print(f"starting a local platform (state in {where})", file=sys.stderr, flush=True)
+        report = run_beir(options, dataset, progress=print_progress())
+    # ValueError: a malformed dataset; HTTPError: the gateway could not be reached (--url).
+    except (ApiError, IngestFailed, FileNotFoundError, ValueError, httpx.HTTPError) as exc:
+        print(f"evaluation failed: {exc}", file=sys.stderr)
+        return 1
+    for line in report.lines():
+        print(line)
+    if args.json:
+        args.json.write_text(json.dumps(report.to_json(), indent=1))
+    return 0
+
+
+def _reindex(args: argparse.Namespace) -> int:
+    import json
+
+    from ragline.search.factory import search_index
+    from ragline.settings import get_settings
+
+    settings = get_settings()
+    if "RAGLINE_SEARCH_BACKEND" not in os.environ:
+        # On a laptop: the index of the local platform under --state-dir (a deployment sets the backend).
+        settings = settings.model_copy(
+            update={"search_backend": "lance", "lance_path": str(args.state_dir / "index")}
+        )
+    index = search_index(settings)
+    summary = index.reindex(progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(json.dumps(summary, indent=1, sort_keys=True))
+    return 0
+
+
 def _schemas(args: argparse.Namespace) -> int:
     from ragline.apidocs import write_docs
 
@@ -107,10 +176,49 @@ def main(argv: list[str] | None = None) -> int:
     ingest.add_argument("--concurrency", type=int, default=4, help="files in flight at once")
     ingest.set_defaults(run=_ingest)
 
+    evaluate = commands.add_parser("eval", help="measure retrieval quality on a benchmark")
+    suites = evaluate.add_subparsers(dest="suite", required=True)
+    beir = suites.add_parser("beir", help="a BEIR-format dataset (corpus.jsonl, queries.jsonl, qrels/)")
+    beir.add_argument("dir", type=Path)
+    beir.add_argument("--split", default="test", help="the qrels file: qrels/SPLIT.tsv")
+    beir.add_argument("--queries", type=int, help="only the first N judged queries (file order)")
+    beir.add_argument(
+        "--corpus-sample",
+        type=int,
+        help="a corpus of the selected queries' judged documents plus N others (seeded draw)",
+    )
+    beir.add_argument("--seed", type=int, default=0, help="for --corpus-sample and the random baseline")
+    beir.add_argument("--modes", default="keyword,vector,hybrid", help="comma-separated")
+    beir.add_argument("--fusion-k", type=int, help="hybrid RRF k (default: the deployment's)")
+    beir.add_argument("--keyword-weight", type=float, help="hybrid RRF weight of the keyword list")
+    beir.add_argument("--vector-weight", type=float, help="hybrid RRF weight of the vector list")
+    beir.add_argument("--collection", help="default: beir-<dataset>, suffixed per corpus subset")
+    beir.add_argument("--groups", default="beir-eval", help="allowed groups of the documents (and the token)")
+    beir.add_argument("--concurrency", type=int, default=4, help="uploads in flight at once")
+    beir.add_argument(
+        "--state-dir",
+        dest="eval_state_dir",
+        type=Path,
+        help="the platform's state directory (keys, logs), kept; default: a temporary one. A platform "
+        "started here begins with an empty index: to reuse an ingested corpus across runs (tuning "
+        "sweeps), keep `ragline dev` running and pass --url (its --state-dir signs the token)",
+    )
+    beir.add_argument("--url", help="a running gateway to evaluate instead of starting a platform")
+    beir.add_argument(
+        "--token", default=os.environ.get("RAGLINE_TOKEN"), help="with --url; default: a local token"
+    )
+    beir.add_argument("--json", type=Path, help="also write the report (with per-query measures) here")
+    beir.set_defaults(run=_eval_beir)
+
     schemas = commands.add_parser("schemas", help="export JSON Schemas and OpenAPI to docs/")
     schemas.add_argument("--out", type=Path, default=Path("docs"))
     schemas.add_argument("--check", action="store_true", help="fail if the committed files differ")
     schemas.set_defaults(run=_schemas)
+
+    reindex = commands.add_parser(
+        "reindex", help="rebuild the search index from the current settings (fields, HNSW), online"
+    )
+    reindex.set_defaults(run=_reindex)
 
     args = parser.parse_args(argv)
     return args.run(args)

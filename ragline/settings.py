@@ -118,7 +118,11 @@ class Settings(BaseSettings):
     retrieve_function: str = "ragline-retrieve-invoke"
     lambda_endpoint_url: str | None = Field(default=None, description="Local Lambda Invoke emulator")
     context_window_tokens: int = 2048
-    answer_min_score: float = 0.0
+    answer_min_score: float | None = Field(
+        default=None,
+        description="Cosine similarity the best retrieved chunk must reach for an answer to be generated "
+        "(search's `min_score`); below it the answer is 'no relevant documents' without an LLM call",
+    )
 
 
 @lru_cache(maxsize=1)

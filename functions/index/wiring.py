@@ -23,7 +23,8 @@ def default_embedder(settings: Settings) -> Embedder:
     from functions.index.adapters.embedder import EndpointEmbedder
     from ragline.endpoints.embedding import embedding_client
 
-    return EndpointEmbedder(embedding_client(settings))
+    # Chunks fit the model by construction; the context appended to each (see embedding_input) may not.
+    return EndpointEmbedder(embedding_client(settings, truncate=True))
 
 
 def default_index(settings: Settings) -> SearchIndex:

@@ -37,6 +37,7 @@ from functions.ingest.domain.status import StatusService
 from functions.ingest.domain.uploads import DeadlineQueue, UploadService
 from ragline import aws
 from ragline.events import EventBridgePublisher, SqsSender
+from ragline.search.fields import FilterableFields
 from ragline.settings import Settings, get_settings
 
 
@@ -91,6 +92,7 @@ def build_document_service(
         publisher or _publisher(settings, events),
         max_inline_bytes=min(settings.max_inline_bytes, settings.max_document_bytes),
         collections=build_collection_catalog(settings, dynamodb=dynamodb),
+        metadata_fields=FilterableFields(settings.metadata_fields),
     )
 
 
@@ -159,6 +161,7 @@ def build_upload_service(
         deadlines=deadlines,
         grace_s=settings.upload_grace_s,
         collections=build_collection_catalog(settings, dynamodb=dynamodb),
+        metadata_fields=FilterableFields(settings.metadata_fields),
     )
 
 

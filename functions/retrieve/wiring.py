@@ -7,7 +7,9 @@ kept for the life of the process. Tests and the local platform hand in a ready s
 from __future__ import annotations
 
 from functions.retrieve.domain.service import Embedder, SearchService
+from ragline.contracts import FusionParams
 from ragline.search.factory import search_index
+from ragline.search.fields import FilterableFields
 from ragline.search.port import SearchIndex
 from ragline.settings import Settings, get_settings
 
@@ -21,8 +23,18 @@ def build(
         from functions.retrieve.adapters.embedder import QueryEmbedder
         from ragline.endpoints.embedding import embedding_client
 
-        embedder = QueryEmbedder(embedding_client(settings))
-    return SearchService(index if index is not None else search_index(settings), embedder)
+        # A query longer than the model's input is embedded by its beginning, not refused.
+        embedder = QueryEmbedder(embedding_client(settings, truncate=True))
+    return SearchService(
+        index if index is not None else search_index(settings),
+        embedder,
+        fields=FilterableFields(settings.metadata_fields),
+        fusion=FusionParams(
+            k=settings.rrf_k,
+            keyword_weight=settings.hybrid_keyword_weight,
+            vector_weight=settings.hybrid_vector_weight,
+        ),
+    )
 
 
 def service() -> SearchService:

@@ -6,6 +6,7 @@ cdk.json (CDK's convention) and snake_case here.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +15,8 @@ from aws_cdk import App, RemovalPolicy
 from aws_cdk import aws_logs as logs
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+from ragline.contracts import FilterableFieldType
 
 MODEL_NAMES = ("embedding", "llm")
 
@@ -43,6 +46,46 @@ class OpenSearchConfig(_Context):
     instance_type: str = "t3.medium.search"
     instance_count: int = Field(default=1, ge=1)
     volume_size_gib: int = Field(default=20, ge=10, alias="volumeSizeGiB")
+
+
+class KnnConfig(_Context):
+    """The k-NN field's HNSW graph (reasons for the defaults: ragline/search/opensearch.py)."""
+
+    engine: Literal["faiss", "lucene"] = "faiss"
+    space_type: Literal["innerproduct", "cosinesimil"] = "innerproduct"
+    m: int = Field(default=16, ge=2, le=100)
+    ef_construction: int = Field(default=128, ge=2)
+    ef_search: int = Field(default=100, ge=2)
+
+
+class SearchConfig(_Context):
+    """Search behaviour every function that reads or writes the index must agree on."""
+
+    metadata_fields: dict[str, FilterableFieldType] = Field(
+        default={}, description="Filterable metadata fields and their types (ragline/search/fields.py)"
+    )
+    title_boost: float = Field(default=2.0, ge=0)
+    heading_boost: float = Field(default=1.0, ge=0)
+    rrf_k: int = Field(default=60, ge=1)
+    keyword_weight: float = Field(default=1.0, ge=0)
+    vector_weight: float = Field(default=1.0, ge=0)
+    knn: KnnConfig = KnnConfig()
+
+    def settings(self) -> dict[str, str]:
+        """As ragline.settings fields (values as their environment variables spell them)."""
+        return {
+            "metadata_fields": json.dumps({name: str(kind) for name, kind in self.metadata_fields.items()}),
+            "title_boost": str(self.title_boost),
+            "heading_boost": str(self.heading_boost),
+            "rrf_k": str(self.rrf_k),
+            "hybrid_keyword_weight": str(self.keyword_weight),
+            "hybrid_vector_weight": str(self.vector_weight),
+            "knn_engine": self.knn.engine,
+            "knn_space_type": self.knn.space_type,
+            "knn_m": str(self.knn.m),
+            "knn_ef_construction": str(self.knn.ef_construction),
+            "knn_ef_search": str(self.knn.ef_search),
+        }
 
 
 class AutoscalingConfig(_Context):
@@ -174,6 +217,7 @@ class DeployConfig(_Context):
     nag: bool = False
     layers: LayerVersions = LayerVersions()
     opensearch: OpenSearchConfig = OpenSearchConfig()
+    search: SearchConfig = SearchConfig()
     models: dict[str, ModelConfig] = {
         "embedding": ModelConfig(
             model_name="sentence-transformers/all-MiniLM-L6-v2", instance_type="ml.m5.large"

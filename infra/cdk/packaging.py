@@ -28,7 +28,7 @@ CONSTRAINTS = REPO_ROOT / "requirements" / "constraints.txt"
 
 PACKAGES = ("ragline", "functions")
 # Local-platform only: never shipped to Lambda.
-EXCLUDED = ("ragline/local", "ragline/cli.py")
+EXCLUDED = ("ragline/local", "ragline/cli.py", "ragline/evaluation")
 
 # Where the Lambda runtime finds the staged files.
 TASK_ROOT = "/var/task"

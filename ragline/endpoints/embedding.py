@@ -79,14 +79,18 @@ class EmbeddingClient:
         *,
         max_batch: int = 32,
         normalize: bool = True,
+        truncate: bool = False,
         dimension: int | None = None,
         breaker: CircuitBreaker | None = None,
     ) -> None:
+        """`truncate`: the endpoint embeds the beginning of an input longer than the model takes,
+        instead of refusing it (400 input_too_long)."""
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._transport = transport
         self._max_batch = max_batch
         self._normalize = normalize
+        self._truncate = truncate
         self._dimension = dimension
         self.breaker = breaker
 
@@ -94,7 +98,10 @@ class EmbeddingClient:
         vectors: list[list[float]] = []
         for start in range(0, len(texts), self._max_batch):
             batch = list(texts[start : start + self._max_batch])
-            body = self._invoke({"inputs": batch, "normalize": self._normalize})
+            payload: dict[str, Any] = {"inputs": batch, "normalize": self._normalize}
+            if self._truncate:
+                payload["truncate"] = True
+            body = self._invoke(payload)
             vectors.extend(self._checked(body, expected=len(batch)))
         return vectors
 
@@ -119,7 +126,11 @@ class EmbeddingClient:
 
 
 def embedding_client(
-    settings: Settings, runtime_client: Any | None = None, http: httpx.Client | None = None
+    settings: Settings,
+    runtime_client: Any | None = None,
+    http: httpx.Client | None = None,
+    *,
+    truncate: bool = False,
 ) -> EmbeddingClient:
     """The client `settings.embedding_backend` asks for, with the endpoint's circuit breaker:
     `embedding_endpoint` is an endpoint name or a URL."""
@@ -131,6 +142,7 @@ def embedding_client(
         transport = HttpEmbeddingTransport(http or http_client_for(settings), settings.embedding_endpoint)
     return EmbeddingClient(
         transport,
+        truncate=truncate,
         dimension=settings.embedding_dimension,
         breaker=breaker_for(settings.embedding_endpoint, settings),
     )

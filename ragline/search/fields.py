@@ -160,6 +160,8 @@ class FilterableFields:
         typed = _typed(kind, value)
         if typed is None:
             raise InvalidFilter(
-                "invalid_filter", name, f"metadata.{name} is a {kind} field: expected {_EXPECTED[kind]}, got {value!r}"
+                "invalid_filter",
+                name,
+                f"metadata.{name} is a {kind} field: expected {_EXPECTED[kind]}, got {value!r}",
             )
         return typed

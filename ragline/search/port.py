@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ragline.contracts import Chunk, Principal
 from ragline.search.fields import Condition
@@ -66,3 +66,7 @@ class SearchIndex(Protocol):
 
     def vector_search(self, vector: Sequence[float], flt: SearchFilter, k: int) -> list[ScoredChunk]:
         """Approximate nearest neighbours by cosine similarity, best first."""
+
+    def reindex(self, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Rebuild from the current settings (declared fields, analyzers, vector index) while
+        searches keep being answered; returns what was done."""

@@ -279,7 +279,21 @@ def test_function_environment_names_are_settings_fields(synth):
             assert variables["RAGLINE_EMBEDDING_TOKENIZER"] == packaging.TOKENIZER_PATH
             assert {"RAGLINE_RAW_BUCKET", "RAGLINE_PARSED_BUCKET", "RAGLINE_DOCUMENTS_TABLE"} <= ragline
             assert {"RAGLINE_EVENT_BUS", "RAGLINE_INDEX_QUEUE_URL"} <= ragline
+        if spec.context in ("ingest", "index", "retrieve"):
+            # The writer, the readers and ingest's checks must agree on what can be filtered.
+            declared = CDK_JSON["search"]["metadataFields"]
+            assert json.loads(variables["RAGLINE_METADATA_FIELDS"]) == declared, name
         if spec.context in ("index", "retrieve"):
+            search = CDK_JSON["search"]
+            checked = ("title_boost", "rrf_k", "knn_m", "knn_ef_search", "hybrid_vector_weight")
+            parsed = Settings(**{field: variables[f"RAGLINE_{field.upper()}"] for field in checked})
+            assert parsed.model_dump(include=set(checked)) == {
+                "title_boost": search["titleBoost"],
+                "rrf_k": search["rrfK"],
+                "knn_m": search["knn"]["m"],
+                "knn_ef_search": search["knn"]["efSearch"],
+                "hybrid_vector_weight": search["vectorWeight"],
+            }, name
             assert variables["RAGLINE_SEARCH_BACKEND"] == "opensearch"
             assert variables["RAGLINE_EMBEDDING_BACKEND"] == "sagemaker"
             assert {"RAGLINE_OPENSEARCH_ENDPOINT", "RAGLINE_EMBEDDING_ENDPOINT"} <= ragline

@@ -462,3 +462,55 @@ def test_invalid_base64_is_422(aws_platform: AwsPlatform, call_api) -> None:
     status_code, response, _ = call_api(rest_event("POST", "/v1/documents", body=body))
     assert (status_code, response["error"]["code"]) == (422, "invalid_base64")
     assert stored_objects(aws_platform) == []
+
+
+@pytest.mark.parametrize(
+    ("metadata", "problem"),
+    [
+        ({"year": "2024"}, "metadata.year must be a number"),
+        ({"year": True}, "metadata.year must be a number"),
+        ({"published": "last spring"}, "metadata.published must be an ISO 8601 date"),
+    ],
+)
+@pytest.mark.parametrize("presigned", [False, True])
+def test_a_declared_metadata_field_of_the_wrong_type_is_422_and_nothing_is_stored(
+    aws_platform: AwsPlatform, lambda_context, metadata: dict[str, Any], problem: str, presigned: bool
+) -> None:
+    p = aws_platform
+    declared = wiring.build(
+        p.settings.model_copy(update={"metadata_fields": {"year": "number", "published": "date"}}),
+        s3=p.s3,
+        dynamodb=p.dynamodb,
+        events=p.events,
+        sqs=p.sqs,
+        tokenizer=TOKENIZER,
+    )
+    app = api.create_app(lambda: declared.documents, lambda: declared.uploads)
+    body = new_document(metadata=metadata | {"undeclared": "not checked"})
+    if presigned:
+        body = body | {"text": None, "upload": True, "size_bytes": 10, "content_type": "text/plain"}
+    response = app.resolve(rest_event("POST", "/v1/documents", body=body), lambda_context)
+
+    assert response["statusCode"] == 422
+    error = json.loads(response["body"])["error"]
+    assert error["code"] == "invalid_metadata" and error["message"].startswith(problem)
+    assert stored_objects(aws_platform) == []
+    assert p.dynamodb.scan(TableName=p.settings.documents_table)["Items"] == []
+
+
+def test_declared_fields_of_the_right_type_and_undeclared_keys_are_accepted(
+    aws_platform: AwsPlatform, lambda_context
+) -> None:
+    p = aws_platform
+    declared = wiring.build_document_service(
+        p.settings.model_copy(update={"metadata_fields": {"year": "number", "published": "date"}}),
+        s3=p.s3,
+        dynamodb=p.dynamodb,
+        events=p.events,
+    )
+    metadata = {"year": 2024, "published": "2024-05-01T10:00:00+02:00", "anything": "goes"}
+    response = api.create_app(lambda: declared).resolve(
+        rest_event("POST", "/v1/documents", body=new_document(metadata=metadata)), lambda_context
+    )
+    assert response["statusCode"] == 202
+    assert record(p, json.loads(response["body"])["document_id"]).metadata == metadata

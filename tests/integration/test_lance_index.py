@@ -6,10 +6,12 @@ from datetime import timedelta
 from typing import Any
 
 import lancedb
+import pyarrow as pa
 import pytest
 
-from ragline.contracts import Chunk
-from ragline.search.lance import LanceIndex
+from ragline.contracts import Chunk, InFilter, MetadataFilter, RangeFilter
+from ragline.search.fields import FilterableFields, MatchAny
+from ragline.search.lance import LanceIndex, schema
 from ragline.search.port import IndexedChunk, SearchFilter
 
 DIM = 4
@@ -145,21 +147,6 @@ def test_collection_filter(corpus):
     assert ids(corpus.vector_search([1.0, 1.0, 0.0, 0.0], pets, 10)) == ["cats"]
 
 
-def test_metadata_equality_filters(corpus):
-    def find(metadata: dict[str, Any]) -> list[str]:
-        return ids(
-            corpus.vector_search(
-                [1.0, 1.0, 0.0, 0.0], SearchFilter(groups_any=frozenset({"eng"}), metadata=metadata), 10
-            )
-        )
-
-    assert find({"team": "infra"}) == ["backups"]
-    assert find({"team": "infra", "year": 2024}) == ["backups"]
-    assert find({"team": "infra", "year": 2023}) == []
-    assert find({"team": "home"}) == ["cats"]
-    assert find({"owner": "nobody"}) == []
-
-
 def test_upsert_replaces_a_chunk_with_the_same_id(corpus):
     corpus.upsert(
         [
@@ -252,3 +239,292 @@ def test_rows_are_searchable_before_and_after_they_are_folded_into_the_fts_index
         assert [h.chunk.document_id for h in hits] == [f"d{n}"]
         unindexed = table.index_stats(fts_index).num_unindexed_rows
         assert unindexed == (n + 1) % 3, f"after write {n + 1}"
+
+
+# ------------------------------------------------------------------------------ typed filters
+
+FIELDS = FilterableFields(
+    {"team": "keyword", "year": "number", "published": "date", "draft": "boolean", "owner's team": "keyword"}
+)
+ANY = [1.0, 1.0, 1.0, 1.0]  # close to every vector below: the filter alone decides what comes back
+
+
+def meta(document_id: str, metadata: dict[str, Any], **overrides: Any) -> IndexedChunk:
+    return item(chunk(document_id, f"Release notes for {document_id}.", metadata=metadata, **overrides), ANY)
+
+
+FILTERED = [
+    meta("a", {"team": "infra", "year": 2023, "published": "2024-01-01", "draft": False}),
+    # 23:30 on 1 January at -02:00 is 01:30 on 2 January UTC
+    meta("b", {"team": "home", "year": 2024, "published": "2024-01-01T23:30:00-02:00", "draft": True}),
+    meta(
+        "c", {"team": "infra", "year": 2024.5, "published": "2024-03-15T12:00:00Z", "owner's team": "o'brien"}
+    ),
+    meta("bare", {}),
+    meta("wrong-types", {"team": 7, "year": "2024", "published": "soon", "draft": "yes"}),
+    meta("finance", {"team": "infra", "year": 2024}, allowed_groups=["finance"]),
+    meta("acme", {"team": "infra", "year": 2024}, tenant="acme"),
+]
+
+
+@pytest.fixture
+def filtered(tmp_path) -> LanceIndex:
+    idx = LanceIndex(connect(tmp_path), "chunks", dimension=DIM, fields=FIELDS)
+    idx.ensure_index()
+    idx.upsert(FILTERED)
+    return idx
+
+
+def found(idx: LanceIndex, filters: dict[str, MetadataFilter], **scope: Any) -> list[str]:
+    """Document ids both searches return under `filters` (they must agree), sorted."""
+    scope.setdefault("groups_any", frozenset({"eng"}))
+    flt = SearchFilter(conditions=FIELDS.conditions(filters), **scope)
+    by_vector = sorted(ids(idx.vector_search(ANY, flt, 50)))
+    by_keyword = sorted(ids(idx.keyword_search("release notes", flt, 50)))
+    assert by_vector == by_keyword
+    return by_vector
+
+
+def test_keyword_equality_and_in(filtered):
+    assert found(filtered, {"team": "infra"}) == ["a", "c"]
+    assert found(filtered, {"team": InFilter(in_=["infra", "home"])}) == ["a", "b", "c"]
+    assert found(filtered, {"team": "Infra"}) == []  # keywords are exact, like OpenSearch's keyword type
+    assert found(filtered, {"owner's team": "o'brien"}) == ["c"]
+
+
+def test_number_equality_in_and_ranges(filtered):
+    assert found(filtered, {"year": 2024}) == ["b"]
+    assert found(filtered, {"year": 2024.0}) == ["b"]
+    assert found(filtered, {"year": InFilter(in_=[2023, 2024.5])}) == ["a", "c"]
+    assert found(filtered, {"year": RangeFilter(gte=2024)}) == ["b", "c"]
+    assert found(filtered, {"year": RangeFilter(gt=2024)}) == ["c"]
+    assert found(filtered, {"year": RangeFilter(lt=2024)}) == ["a"]
+    assert found(filtered, {"year": RangeFilter(lte=2024)}) == ["a", "b"]
+    assert found(filtered, {"year": RangeFilter(gt=2023, lt=2024.5)}) == ["b"]
+    # numbers compare as numbers, not text: "2023" > "10000" as strings
+    assert found(filtered, {"year": RangeFilter(lt=10_000)}) == ["a", "b", "c"]
+
+
+def test_date_ranges_compare_instants(filtered):
+    # a date-only bound is midnight UTC; gte includes a chunk at exactly that instant, gt excludes it
+    assert found(filtered, {"published": RangeFilter(gte="2024-01-01")}) == ["a", "b", "c"]
+    assert found(filtered, {"published": RangeFilter(gt="2024-01-01")}) == ["b", "c"]
+    # b was published on 1 January in its own offset, but on 2 January UTC
+    assert found(filtered, {"published": RangeFilter(lt="2024-01-02")}) == ["a"]
+    assert found(filtered, {"published": RangeFilter(lte="2024-01-02T01:30:00Z")}) == ["a", "b"]
+    assert found(filtered, {"published": RangeFilter(lt="2024-01-01T21:30:00-04:00")}) == ["a"]
+    assert found(filtered, {"published": RangeFilter(lte="2024-01-01T21:30:00-04:00")}) == ["a", "b"]
+    assert found(filtered, {"published": RangeFilter(gt="2024-01-02T01:30:00+00:00", lte="2024-12-31")}) == [
+        "c"
+    ]
+    assert found(filtered, {"published": "2024-01-02T01:30:00Z"}) == ["b"]
+    assert found(filtered, {"published": "2024-01-01T23:30:00-02:00"}) == ["b"]
+
+
+def test_boolean_equality(filtered):
+    assert found(filtered, {"draft": True}) == ["b"]
+    assert found(filtered, {"draft": False}) == ["a"]
+    assert found(filtered, {"draft": InFilter(in_=[True, False])}) == ["a", "b"]
+
+
+def test_conditions_combine_with_each_other_acl_and_tenant(filtered):
+    assert found(filtered, {"team": "infra", "year": RangeFilter(gte=2024)}) == ["c"]
+    assert found(filtered, {"team": "infra", "draft": True}) == []
+    assert found(filtered, {"team": "infra"}, tenant="acme") == ["acme"]
+    assert found(filtered, {"team": "infra"}, groups_any=frozenset({"finance"})) == ["finance"]
+    assert found(filtered, {"team": "infra"}, collection="pets") == []
+
+
+def test_chunks_lacking_a_field_or_holding_another_type_never_match(filtered):
+    # "bare" has no metadata; "wrong-types" has team 7, year "2024", published "soon", draft "yes"
+    assert found(filtered, {"team": InFilter(in_=["7", "infra", "home"])}) == ["a", "b", "c"]
+    assert found(filtered, {"year": 2024}) == ["b"]
+    assert found(filtered, {"year": RangeFilter(gte=-1e300)}) == ["a", "b", "c"]
+    assert found(filtered, {"published": RangeFilter(gte="1970-01-01")}) == ["a", "b", "c"]
+    assert found(filtered, {"draft": InFilter(in_=[True, False])}) == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "x') OR TRUE OR ('",
+        "infra' OR '1'='1",
+        "infra\\' OR TRUE --",
+        "') OR f_keyword_team IS NULL OR ('",
+        "infra\x00' OR TRUE",
+    ],
+)
+def test_filter_values_cannot_inject_sql(filtered, value):
+    assert found(filtered, {"team": value}) == []
+    assert found(filtered, {"team": InFilter(in_=["infra", value])}) == ["a", "c"]
+    assert found(filtered, {"team": "infra"}, tenant=value) == []
+    assert found(filtered, {"team": "infra"}, collection=value) == []
+
+
+def test_conditions_on_a_field_the_table_has_no_column_for_match_nothing(filtered):
+    # a caller whose settings declare a field the table was never evolved for: no error, no match
+    flt = SearchFilter(groups_any=frozenset({"eng"}), conditions=(MatchAny("region", "keyword", ("eu",)),))
+    assert filtered.vector_search(ANY, flt, 10) == []
+
+
+# ------------------------------------------------------------------------------ relevance
+
+
+def test_title_and_heading_boosts_change_the_ranking(tmp_path):
+    db = connect(tmp_path)
+    writer = LanceIndex(db, "chunks", dimension=DIM)
+    writer.ensure_index()
+    writer.upsert(
+        [
+            item(chunk("in-title", "General notes about the plant.", title="Turbine maintenance"), ANY),
+            item(chunk("in-heading", "General notes about the plant.", heading_path=["Turbine checks"]), ANY),
+            item(chunk("in-text", "The turbine is inspected weekly."), ANY),
+        ]
+    )
+
+    def ranking(title_boost: float, heading_boost: float) -> list[tuple[str, float]]:
+        idx = LanceIndex(db, "chunks", dimension=DIM, title_boost=title_boost, heading_boost=heading_boost)
+        return [(r.chunk.document_id, r.score) for r in idx.keyword_search("turbine", ENG, 10)]
+
+    assert {doc for doc, _ in ranking(2.0, 1.0)} == {"in-title", "in-heading", "in-text"}
+    assert ranking(20.0, 1.0)[0][0] == "in-title"
+    assert ranking(1.0, 20.0)[0][0] == "in-heading"
+    # the best field's score, times its boost (OpenSearch's best_fields multi_match)
+    assert dict(ranking(4.0, 1.0))["in-title"] == pytest.approx(2 * dict(ranking(2.0, 1.0))["in-title"])
+    # a boost of 0 leaves the field out of the query altogether
+    assert {doc for doc, _ in ranking(0.0, 1.0)} == {"in-heading", "in-text"}
+    assert {doc for doc, _ in ranking(2.0, 0.0)} == {"in-title", "in-text"}
+    assert [doc for doc, _ in ranking(0.0, 0.0)] == ["in-text"]
+
+
+def test_english_analysis_stems_folds_and_drops_stop_words(index):
+    index.upsert(
+        [
+            item(chunk("runs", "The backup job runs nightly."), ANY),
+            item(chunk("cafe", "Meet at the Café downstairs."), ANY),
+            item(chunk("heading", "Nothing here.", heading_path=["Deployments", "Rolling restarts"]), ANY),
+        ]
+    )
+    assert ids(index.keyword_search("running", ENG, 10)) == ["runs"]
+    assert ids(index.keyword_search("CAFE", ENG, 10)) == ["cafe"]
+    assert ids(index.keyword_search("restart", ENG, 10)) == ["heading"]
+    assert index.keyword_search("the and of to", ENG, 10) == []
+
+
+# ------------------------------------------------------------------------------ evolution
+
+
+def test_an_old_table_gains_a_newly_declared_field_and_reindex_fills_it(tmp_path):
+    db = connect(tmp_path)
+    old = LanceIndex(db, "chunks", dimension=DIM)
+    old.ensure_index()
+    old.upsert([meta("a", {"year": 2023}), meta("b", {"year": 2024}), meta("c", {})])
+    fields = FilterableFields({"year": "number"})
+    recent = SearchFilter(
+        groups_any=frozenset({"eng"}), conditions=fields.conditions({"year": RangeFilter(gte=2024)})
+    )
+
+    new = LanceIndex(db, "chunks", dimension=DIM, fields=fields)
+    assert new.vector_search(ANY, recent, 10) == []  # no column yet: matches nothing, fails nothing
+    new.ensure_index()
+    assert new.vector_search(ANY, recent, 10) == []  # the column exists, rows written before are null
+    new.upsert([meta("d", {"year": 2025})])
+    assert ids(new.vector_search(ANY, recent, 10)) == ["d"]  # new writes carry the field at once
+
+    messages: list[str] = []
+    report = new.reindex(progress=messages.append)
+    assert report["rows"] == 4 and report["rows_updated"] == 4
+    assert report["typed_columns"] == ["f_number_year"]
+    assert {"text", "title", "heading_path", "allowed_groups"} <= set(report["indexes_rebuilt"])
+    assert messages
+    assert sorted(ids(new.vector_search(ANY, recent, 10))) == ["b", "d"]
+    assert sorted(ids(new.keyword_search("release", recent, 10))) == ["b", "d"]
+    assert new.keyword_search("notes", ENG, 10)  # the rebuilt FTS indexes still answer
+
+
+def test_reindex_after_a_field_changes_type_drops_the_old_column(tmp_path):
+    db = connect(tmp_path)
+    as_number = LanceIndex(db, "chunks", dimension=DIM, fields=FilterableFields({"year": "number"}))
+    as_number.upsert([meta("a", {"year": 2024}), meta("b", {"year": "2024"})])
+    keyword = FilterableFields({"year": "keyword"})
+    as_keyword = LanceIndex(db, "chunks", dimension=DIM, fields=keyword)
+    report = as_keyword.reindex()
+    assert report["columns_dropped"] == ["f_number_year"]
+    flt = SearchFilter(groups_any=frozenset({"eng"}), conditions=keyword.conditions({"year": "2024"}))
+    assert ids(as_keyword.vector_search(ANY, flt, 10)) == ["b"]  # a string now; the number 2024 is not one
+
+
+def test_a_table_with_the_legacy_metadata_kv_column_keeps_working(tmp_path):
+    db = connect(tmp_path)
+    legacy = pa.schema([*schema(DIM), pa.field("metadata_kv", pa.list_(pa.string()))])
+    table = db.create_table("chunks", schema=legacy)
+    row = LanceIndex(db, "chunks", dimension=DIM)._row(meta("old", {"team": "infra"})) | {
+        "metadata_kv": ['["team", "infra"]']
+    }
+    table.add(pa.Table.from_pylist([row], schema=legacy))
+
+    fields = FilterableFields({"team": "keyword"})
+    idx = LanceIndex(db, "chunks", dimension=DIM, fields=fields)
+    idx.ensure_index()
+    idx.upsert([meta("new", {"team": "infra"})])
+    infra = SearchFilter(groups_any=frozenset({"eng"}), conditions=fields.conditions({"team": "infra"}))
+    assert ids(idx.vector_search(ANY, infra, 10)) == ["new"]
+    assert idx.reindex()["rows"] == 2
+    assert sorted(ids(idx.keyword_search("release", infra, 10))) == ["new", "old"]
+    assert idx.delete_document("old") == 1
+
+
+# ------------------------------------------------------------------------------ visibility
+
+
+@pytest.mark.parametrize("optimize_after_rows", [1, 1000])
+def test_a_change_of_allowed_groups_is_visible_to_the_very_next_search(tmp_path, optimize_after_rows):
+    """Re-permissioning writes a new version with the new groups and deletes the old one; whether or
+    not the old version had been folded into the indexes, the next search must not return it."""
+    idx = LanceIndex(connect(tmp_path), "chunks", dimension=DIM, optimize_after_rows=optimize_after_rows)
+    idx.ensure_index()
+    finance = SearchFilter(groups_any=frozenset({"finance"}))
+    idx.upsert([item(chunk("plan", "The merger plan.", version=1), [1, 0, 0, 0])])
+    assert ids(idx.keyword_search("merger", ENG, 10)) == ["plan"]
+
+    idx.upsert([item(chunk("plan", "The merger plan.", version=2, allowed_groups=["finance"]), [1, 0, 0, 0])])
+    assert idx.delete_document("plan", version=1) == 1
+    assert idx.keyword_search("merger", ENG, 10) == []
+    assert idx.vector_search([1, 0, 0, 0], ENG, 10) == []
+    assert [r.chunk.chunk_id for r in idx.keyword_search("merger", finance, 10)] == ["plan:v2:0"]
+    assert [r.chunk.chunk_id for r in idx.vector_search([1, 0, 0, 0], finance, 10)] == ["plan:v2:0"]
+
+
+def test_vector_search_is_exact_for_indexed_rows_and_rows_written_since(tmp_path):
+    idx = LanceIndex(connect(tmp_path), "chunks", dimension=DIM, optimize_after_rows=3)
+    idx.ensure_index()
+    vectors = [
+        [1, 0, 0, 0],
+        [0.9, 0.1, 0, 0],
+        [0, 1, 0, 0],
+        [0.5, 0.5, 0.5, 0],
+        [0, 0, 1, 1],
+        [-1, 0, 0, 0],
+        [0.7, 0, 0.7, 0],
+    ]
+    items = [item(chunk(f"d{n}", "Text."), [float(x) for x in v]) for n, v in enumerate(vectors)]
+    idx.upsert(items[:3])
+    idx.upsert(items[3:6])  # both batches folded into the vector index by optimize()
+    idx.upsert(items[6:])  # searched flat
+    table = connect(tmp_path).open_table("chunks")
+    stats = table.index_stats(next(i.name for i in table.list_indices() if i.columns == ["vector"]))
+    assert (stats.num_indexed_rows, stats.num_unindexed_rows) == (6, 1)
+
+    query = [0.8, 0.2, 0.3, 0.1]
+
+    def cosine(v: list[float]) -> float:
+        dot = sum(a * b for a, b in zip(query, v, strict=True))
+        return dot / (sum(a * a for a in query) ** 0.5 * sum(b * b for b in v) ** 0.5)
+
+    expected = sorted(((f"d{n}", cosine(v)) for n, v in enumerate(vectors)), key=lambda pair: -pair[1])
+    results = idx.vector_search(query, ENG, 10)
+    assert ids(results) == [doc for doc, _ in expected]
+    assert [r.score for r in results] == pytest.approx([score for _, score in expected], abs=1e-5)
+
+    assert idx.delete_document("d0") == 1  # an indexed row: masked at once
+    assert ids(idx.vector_search(query, ENG, 10)) == [doc for doc, _ in expected if doc != "d0"]

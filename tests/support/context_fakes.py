@@ -39,7 +39,11 @@ class RecordingRetriever:
         self.calls: list[tuple[Principal, SearchRequest]] = []
 
     def search(self, principal: Principal, request: SearchRequest) -> SearchResponse:
+        """Applies `min_score` to the best hit's score, as search does with its relevance gate."""
         self.calls.append((principal, request))
+        best = max((hit.score for hit in self.hits), default=None)
+        if best is None or (request.min_score is not None and best < request.min_score):
+            return SearchResponse(hits=[], no_answer=True)
         return SearchResponse(hits=self.hits)
 
 

@@ -41,13 +41,22 @@ def test_nothing_visible_answers_without_calling_the_model():
     assert events[1][1] == CitationsEvent(citations=[])
 
 
-def test_hits_below_the_minimum_score_count_as_nothing_found():
+def test_the_minimum_score_goes_to_search_and_no_answer_skips_the_model():
     llm = ScriptedLlm(["x"])
-    service = AnswerService(
-        RecordingRetriever([hit(1, score=0.01)]), llm, context_window_tokens=2048, min_score=0.1
-    )
-    list(service.answer(ALICE, AnswerRequest(question="q")))
+    retriever = RecordingRetriever([hit(1, score=0.01)])
+    service = AnswerService(retriever, llm, context_window_tokens=2048, min_score=0.1)
+    events = list(service.answer(ALICE, AnswerRequest(question="q")))
+    assert retriever.calls[0][1].min_score == 0.1
     assert llm.prompts == []
+    assert events[0][1] == TokenEvent(text=NO_DOCUMENTS_ANSWER)
+
+
+def test_without_a_minimum_score_any_visible_hit_is_used():
+    llm = ScriptedLlm(["x"])
+    retriever = RecordingRetriever([hit(1, score=0.01)])
+    list(AnswerService(retriever, llm, context_window_tokens=2048).answer(ALICE, AnswerRequest(question="q")))
+    assert retriever.calls[0][1].min_score is None
+    assert len(llm.prompts) == 1
 
 
 def test_prompt_fits_the_window_and_skips_chunks_that_do_not():

@@ -1,18 +1,24 @@
 """The OpenSearch adapter's exact requests, against a fake connection that records what the real
-client serialises and answers with response bodies shaped like OpenSearch's."""
+client serialises and answers with response bodies shaped like OpenSearch's (the doc page each
+shape comes from is named where it matters)."""
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from botocore.credentials import Credentials
 from opensearchpy import Connection, OpenSearch, RequestsAWSV4SignerAuth, RequestsHttpConnection
 
-from ragline.contracts import Chunk
+from ragline.contracts import Chunk, FilterableFieldType
+from ragline.search.fields import FilterableFields, MatchAny, Range
 from ragline.search.opensearch import (
+    ANALYSIS,
+    ANALYZER,
     BulkWriteError,
     HnswParams,
     OpenSearchIndex,
@@ -22,6 +28,12 @@ from ragline.search.opensearch import (
 from ragline.search.port import IndexedChunk, SearchFilter
 
 ALIAS = "ragline-chunks"
+WRITE = f"{ALIAS}-write"
+V1, V2 = f"{ALIAS}-v1", f"{ALIAS}-v2"
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+NOW_MS = 1714564800000
+FIELDS = FilterableFields({"year": "number", "published": "date", "team": "keyword", "draft": "boolean"})
+TASK = "oTUltX4IQMOUUVeiohTt8A:12345"
 
 
 @dataclass
@@ -60,6 +72,9 @@ class FakeCluster:
 
         return OpenSearch(hosts=[{"host": "search.example", "port": 443}], connection_class=FakeConnection)
 
+    def calls(self) -> list[tuple[str, str]]:
+        return [(s.method, s.url) for s in self.sent]
+
 
 def _decode(body: bytes | None) -> Any:
     if not body:
@@ -83,64 +98,112 @@ def chunk(ordinal: int = 0, **overrides: Any) -> Chunk:
         char_end=31,
         allowed_groups=["staff"],
         tenant="acme",
-        metadata={"year": 2024, "public": False},
+        metadata={"year": 2024, "published": "2024-03-01", "team": 7, "public": False},
     )
     return Chunk(**(fields | overrides))
 
 
 def index(cluster: FakeCluster, **kwargs: Any) -> OpenSearchIndex:
+    kwargs = {"fields": FIELDS, "sleep": cluster_sleeps(cluster), "now": lambda: NOW} | kwargs
     return OpenSearchIndex(cluster.client(), ALIAS, dimension=4, **kwargs)
+
+
+def cluster_sleeps(cluster: FakeCluster):
+    cluster.slept = []  # type: ignore[attr-defined]
+    return cluster.slept.append  # type: ignore[attr-defined]
 
 
 def hit(c: Chunk, score: float) -> dict[str, Any]:
     return {
-        "_index": f"{ALIAS}-v1",
+        "_index": V1,
         "_id": c.chunk_id,
         "_score": score,
         "_source": c.model_dump(mode="json") | {"chunk_id": c.chunk_id},
     }
 
 
-def search_response(*hits: dict[str, Any], failed: int = 0) -> dict[str, Any]:
+def search_response(*hits: dict[str, Any], failed: int = 0, timed_out: bool = False) -> dict[str, Any]:
     shards: dict[str, Any] = {"total": 2, "successful": 2 - failed, "skipped": 0, "failed": failed}
     if failed:
         shards["failures"] = [
             {
                 "shard": 1,
-                "index": f"{ALIAS}-v1",
+                "index": V1,
                 "node": "n1",
                 "reason": {"type": "node_not_connected_exception", "reason": "gone"},
             }
         ]
     return {
         "took": 3,
-        "timed_out": False,
+        "timed_out": timed_out,
         "_shards": shards,
         "hits": {"max_score": hits[0]["_score"] if hits else None, "hits": list(hits)},
     }
 
 
+def aliases(**by_index: dict[str, Any]) -> dict[str, Any]:
+    """GET /<alias>-v*/_alias: every matching index, with its aliases (possibly none)."""
+    return {name: {"aliases": value} for name, value in by_index.items()}
+
+
+LIVE = {"ragline-chunks-v1": {ALIAS: {}, WRITE: {"is_write_index": True}}}
+ACK = {"acknowledged": True}
+
 STAFF_ACME = SearchFilter(groups_any=frozenset({"staff", "admins"}), tenant="acme")
 EXPECTED_ACL = [{"terms": {"allowed_groups": ["admins", "staff"]}}, {"term": {"tenant": "acme"}}]
+
+# The mapping the adapter wrote before filterable fields, indexed_at and the write alias existed.
+OLD_PROPERTIES = {
+    "chunk_id": {"type": "keyword"},
+    "document_id": {"type": "keyword"},
+    "version": {"type": "integer"},
+    "ordinal": {"type": "integer"},
+    "collection": {"type": "keyword"},
+    "title": {"type": "text", "analyzer": "english"},
+    "text": {"type": "text", "analyzer": "english"},
+    "heading_path": {"type": "keyword", "index": False},
+    "page": {"type": "integer", "index": False},
+    "char_start": {"type": "integer", "index": False},
+    "char_end": {"type": "integer", "index": False},
+    "token_count": {"type": "integer", "index": False},
+    "allowed_groups": {"type": "keyword"},
+    "tenant": {"type": "keyword"},
+    "metadata": {"type": "flat_object"},
+    "vector": {
+        "type": "knn_vector",
+        "dimension": 4,
+        "method": {
+            "engine": "faiss",
+            "space_type": "innerproduct",
+            "name": "hnsw",
+            "parameters": {"ef_construction": 128, "m": 16},
+        },
+    },
+}
+
+DATE = {"type": "date", "format": "strict_date_optional_time||epoch_millis", "ignore_malformed": True}
 
 
 # ------------------------------------------------------------------------------------- ensure_index
 
 
-def test_ensure_index_creates_the_concrete_index_with_the_alias():
-    cluster = (
-        FakeCluster().answer(404).answer(404).answer(200, {"acknowledged": True, "index": f"{ALIAS}-v1"})
-    )
+def test_ensure_index_creates_v1_with_the_read_and_write_aliases():
+    cluster = FakeCluster().answer(200, {}).answer(200, {"acknowledged": True, "index": V1})
     index(cluster).ensure_index()
 
-    assert [(s.method, s.url) for s in cluster.sent] == [
-        ("HEAD", f"/_alias/{ALIAS}"),
-        ("HEAD", f"/{ALIAS}"),
-        ("PUT", f"/{ALIAS}-v1"),
-    ]
-    body = cluster.sent[2].body
-    assert body["aliases"] == {ALIAS: {}}
-    assert body["settings"] == {"index": {"knn": True, "knn.algo_param.ef_search": 100}}
+    assert cluster.calls() == [("GET", f"/{ALIAS}-v*/_alias"), ("PUT", f"/{V1}")]
+    body = cluster.sent[1].body
+    # https://docs.opensearch.org/latest/api-reference/alias/aliases-api/ (is_write_index)
+    assert body["aliases"] == {ALIAS: {}, WRITE: {"is_write_index": True}}
+    assert body["settings"] == {"index": {"knn": True, "knn.algo_param.ef_search": 100}, "analysis": ANALYSIS}
+    # https://docs.opensearch.org/latest/analyzers/custom-analyzer/ and the token filters it names
+    assert ANALYSIS["analyzer"][ANALYZER] == {
+        "type": "custom",
+        "tokenizer": "standard",
+        "filter": ["ragline_possessive", "lowercase", "asciifolding", "ragline_stop", "ragline_snowball"],
+    }
+    assert ANALYSIS["filter"]["ragline_snowball"] == {"type": "snowball", "language": "English"}
+    assert body["mappings"]["dynamic"] == "strict"
     props = body["mappings"]["properties"]
     assert props["vector"] == {
         "type": "knn_vector",
@@ -152,9 +215,20 @@ def test_ensure_index_creates_the_concrete_index_with_the_alias():
             "parameters": {"m": 16, "ef_construction": 128},
         },
     }
-    assert props["text"] == {"type": "text", "analyzer": "english"}
-    assert props["title"] == {"type": "text", "analyzer": "english"}
+    english = {"type": "text", "analyzer": ANALYZER}
+    assert props["text"] == props["title"] == props["heading_path"] == english
     assert props["metadata"] == {"type": "flat_object"}
+    assert props["filterable"] == {
+        "type": "object",
+        "properties": {
+            "year": {"type": "double"},
+            "published": DATE,
+            "team": {"type": "keyword"},
+            "draft": {"type": "boolean"},
+        },
+    }
+    assert props["indexed_at"] == {"type": "date", "format": "strict_date_optional_time||epoch_millis"}
+    assert props["copied_from"] == {"type": "keyword"}
     for name in ("allowed_groups", "tenant", "collection", "document_id", "chunk_id"):
         assert props[name] == {"type": "keyword"}
     assert props["version"]["type"] == props["ordinal"]["type"] == "integer"
@@ -162,98 +236,224 @@ def test_ensure_index_creates_the_concrete_index_with_the_alias():
     assert set(Chunk.model_fields) <= set(props)
 
 
-def test_ensure_index_lucene_has_no_ef_search_setting():
-    body = index(FakeCluster(), hnsw=HnswParams(engine="lucene", space_type="cosinesimil")).index_body()
-    assert body["settings"] == {"index": {"knn": True}}
-    assert body["mappings"]["properties"]["vector"]["method"]["engine"] == "lucene"
-
-
-def test_ensure_index_does_nothing_when_the_alias_exists():
-    cluster = FakeCluster().answer(200)
-    index(cluster).ensure_index()
-    assert [(s.method, s.url) for s in cluster.sent] == [("HEAD", f"/_alias/{ALIAS}")]
+def test_index_body_takes_the_hnsw_parameters():
+    hnsw = HnswParams(engine="lucene", space_type="cosinesimil", m=32, ef_construction=256, ef_search=64)
+    body = index(FakeCluster(), hnsw=hnsw).index_body()
+    assert body["settings"]["index"] == {"knn": True}  # lucene takes ef_search from k
+    assert body["mappings"]["properties"]["vector"]["method"] == {
+        "name": "hnsw",
+        "engine": "lucene",
+        "space_type": "cosinesimil",
+        "parameters": {"m": 32, "ef_construction": 256},
+    }
 
 
 def test_ensure_index_tolerates_a_concurrent_create():
     error = {
-        "error": {"type": "resource_already_exists_exception", "reason": "index already exists"},
+        "error": {"type": "resource_already_exists_exception", "reason": f"index [{V1}] already exists"},
         "status": 400,
     }
-    cluster = FakeCluster().answer(404).answer(404).answer(400, error)
+    cluster = FakeCluster().answer(200, {}).answer(400, error)
     index(cluster).ensure_index()
-    assert len(cluster.sent) == 3
+    assert len(cluster.sent) == 2
+
+
+def test_ensure_index_on_a_current_index_only_reads():
+    mappings = index(FakeCluster()).index_body()["mappings"]
+    del mappings["properties"]["filterable"]["type"]  # GET _mapping leaves out "type": "object"
+    cluster = FakeCluster().answer(200, aliases(**LIVE)).answer(200, {V1: {"mappings": mappings}})
+    index(cluster).ensure_index()
+    assert cluster.calls() == [("GET", f"/{ALIAS}-v*/_alias"), ("GET", f"/{V1}/_mapping")]
+
+
+def test_ensure_index_adds_the_mapping_of_a_newly_declared_field():
+    mappings = index(FakeCluster(), fields=FilterableFields({"year": "number"})).index_body()["mappings"]
+    cluster = (
+        FakeCluster().answer(200, aliases(**LIVE)).answer(200, {V1: {"mappings": mappings}}).answer(200, ACK)
+    )
+    index(cluster).ensure_index()
+
+    put = cluster.sent[2]
+    assert (put.method, put.url) == ("PUT", f"/{V1}/_mapping")
+    assert put.body == {
+        "properties": {
+            "filterable": {
+                "properties": {"published": DATE, "team": {"type": "keyword"}, "draft": {"type": "boolean"}}
+            }
+        }
+    }
+
+
+def test_ensure_index_upgrades_a_deployment_with_only_the_read_alias(caplog):
+    cluster = (
+        FakeCluster()
+        .answer(200, aliases(**{V1: {ALIAS: {}}}))
+        .answer(200, ACK)
+        .answer(200, {V1: {"mappings": {"dynamic": "strict", "properties": OLD_PROPERTIES}}})
+        .answer(200, ACK)
+    )
+    with caplog.at_level(logging.WARNING):
+        index(cluster, fields=FilterableFields({"year": "number"})).ensure_index()
+
+    assert cluster.calls() == [
+        ("GET", f"/{ALIAS}-v*/_alias"),
+        ("POST", "/_aliases"),
+        ("GET", f"/{V1}/_mapping"),
+        ("PUT", f"/{V1}/_mapping"),
+    ]
+    assert cluster.sent[1].body == {
+        "actions": [{"add": {"index": V1, "alias": WRITE, "is_write_index": True}}]
+    }
+    assert cluster.sent[3].body == {
+        "properties": {
+            "filterable": {"type": "object", "properties": {"year": {"type": "double"}}},
+            "indexed_at": {"type": "date", "format": "strict_date_optional_time||epoch_millis"},
+            "copied_from": {"type": "keyword"},
+        }
+    }
+    # heading_path cannot turn from keyword into text in place: reported, fixed by reindex.
+    [record] = [r for r in caplog.records if "ragline reindex" in r.getMessage()]
+    assert record.levelno == logging.ERROR
+    assert "heading_path (keyword, wanted text)" in record.getMessage()
 
 
 # ------------------------------------------------------------------------------------- writes
 
 
-def test_upsert_sends_one_bulk_request_keyed_by_chunk_id():
-    cluster = FakeCluster().answer(
-        200,
-        {
-            "took": 5,
-            "errors": False,
-            "items": [
-                {"index": {"_id": "doc1:v2:0", "status": 201}},
-                {"index": {"_id": "doc1:v2:1", "status": 200}},
-            ],
-        },
-    )
-    index(cluster).upsert(
-        [IndexedChunk(chunk(0), [3.0, 4.0, 0.0, 0.0]), IndexedChunk(chunk(1), [0, 0, 0, 2])]
-    )
+def bulk_item(c: Chunk, status: int, error: dict[str, str] | None = None) -> dict[str, Any]:
+    """One item of a _bulk response: https://docs.opensearch.org/latest/api-reference/document-apis/bulk/"""
+    item: dict[str, Any] = {"_index": V1, "_id": c.chunk_id, "status": status}
+    if error:
+        item["error"] = error
+    else:
+        item |= {
+            "_version": 1,
+            "result": "created" if status == 201 else "updated",
+            "_shards": {"total": 2, "successful": 2, "failed": 0},
+            "_seq_no": 7,
+            "_primary_term": 1,
+        }
+    return {"index": item}
+
+
+def bulk_response(*items: dict[str, Any]) -> dict[str, Any]:
+    errors = any(next(iter(i.values()))["status"] >= 300 for i in items)
+    return {"took": 30, "errors": errors, "items": list(items)}
+
+
+REJECTED = {
+    "type": "es_rejected_execution_exception",
+    "reason": "rejected execution of coordinating operation [coordinating_and_primary_bytes=0, "
+    "replica_bytes=0, all_bytes=0, coordinating_operation_bytes=1024, max_coordinating_and_primary_bytes=0]",
+}
+UNPARSABLE = {
+    "type": "mapper_parsing_exception",
+    "reason": "failed to parse field [vector] of type [knn_vector]",
+}
+
+
+def test_upsert_writes_typed_filterable_values_through_the_write_alias():
+    c0, c1 = chunk(0), chunk(1, metadata={"year": "2024", "draft": True})
+    cluster = FakeCluster().answer(200, bulk_response(bulk_item(c0, 201), bulk_item(c1, 200)))
+    index(cluster).upsert([IndexedChunk(c0, [3.0, 4.0, 0.0, 0.0]), IndexedChunk(c1, [0, 0, 0, 2])])
 
     [sent] = cluster.sent
-    assert (sent.method, sent.url, sent.params) == ("POST", "/_bulk", {"refresh": "wait_for"})
+    assert (sent.method, sent.url) == ("POST", "/_bulk")
+    assert sent.params == {"refresh": "wait_for", "require_alias": "true"}
     action, source, action2, source2 = sent.body
-    assert action == {"index": {"_index": ALIAS, "_id": "doc1:v2:0"}}
-    assert action2 == {"index": {"_index": ALIAS, "_id": "doc1:v2:1"}}
-    assert source == chunk(0).model_dump(mode="json") | {
+    assert action == {"index": {"_index": WRITE, "_id": "doc1:v2:0"}}
+    assert action2 == {"index": {"_index": WRITE, "_id": "doc1:v2:1"}}
+    assert source == c0.model_dump(mode="json") | {
         "chunk_id": "doc1:v2:0",
+        # team is declared keyword but is 7 here: left out, the document still indexes.
+        "filterable": {"year": 2024.0, "published": 1709251200000},
+        "indexed_at": NOW_MS,
         "vector": [0.6, 0.8, 0.0, 0.0],
     }
+    assert source2["filterable"] == {"draft": True}  # "2024" is not a number
     assert source2["vector"] == [0.0, 0.0, 0.0, 1.0]
 
 
-def test_upsert_raises_with_the_ids_of_failed_items():
-    cluster = FakeCluster().answer(
-        200,
-        {
-            "took": 5,
-            "errors": True,
-            "items": [
-                {"index": {"_id": "doc1:v2:0", "status": 201, "result": "created"}},
-                {
-                    "index": {
-                        "_id": "doc1:v2:1",
-                        "status": 429,
-                        "error": {
-                            "type": "es_rejected_execution_exception",
-                            "reason": "rejected execution of coordinating operation",
-                        },
-                    }
-                },
-                {
-                    "index": {
-                        "_id": "doc1:v2:2",
-                        "status": 400,
-                        "error": {
-                            "type": "mapper_parsing_exception",
-                            "reason": "failed to parse field [vector]",
-                        },
-                    }
-                },
-            ],
-        },
-    )
+def test_upsert_retries_only_the_items_rejected_for_load():
     items = [IndexedChunk(chunk(i), [1, 0, 0, 0]) for i in range(3)]
+    c0, c1, c2 = (item.chunk for item in items)
+    cluster = (
+        FakeCluster()
+        .answer(
+            200,
+            bulk_response(bulk_item(c0, 201), bulk_item(c1, 429, REJECTED), bulk_item(c2, 400, UNPARSABLE)),
+        )
+        .answer(200, bulk_response(bulk_item(c1, 201)))
+    )
 
     with pytest.raises(BulkWriteError) as raised:
         index(cluster).upsert(items)
 
-    assert set(raised.value.failed) == {"doc1:v2:1", "doc1:v2:2"}
-    assert "es_rejected_execution_exception" in raised.value.failed["doc1:v2:1"]
-    assert len(cluster.sent) == 1  # no retry by hand: the queue redelivers the batch
+    # The 400 fails at once; the 429 is resent alone and then written.
+    assert raised.value.failed == {
+        "doc1:v2:2": "400 mapper_parsing_exception: failed to parse field [vector] of type [knn_vector]"
+    }
+    first, retry = cluster.sent
+    assert [line["index"]["_id"] for line in first.body[::2]] == ["doc1:v2:0", "doc1:v2:1", "doc1:v2:2"]
+    assert retry.body == first.body[2:4]
+    assert cluster.slept == [0.5]
+
+
+def test_upsert_gives_up_after_the_retries_with_the_last_reason():
+    c = chunk()
+    cluster = FakeCluster()
+    for _ in range(3):
+        cluster.answer(200, bulk_response(bulk_item(c, 429, REJECTED)))
+
+    with pytest.raises(BulkWriteError) as raised:
+        index(cluster, bulk_retries=2).upsert([IndexedChunk(c, [1, 0, 0, 0])])
+
+    assert list(raised.value.failed) == ["doc1:v2:0"]
+    assert raised.value.failed["doc1:v2:0"].startswith("429 es_rejected_execution_exception")
+    assert len(cluster.sent) == 3
+    assert cluster.slept == [0.5, 1.0]
+
+
+def test_upsert_retries_server_errors_and_a_rejected_request():
+    c = chunk()
+    shard_error = {"type": "unavailable_shards_exception", "reason": "primary shard is not active"}
+    cluster = (
+        FakeCluster()
+        .answer(
+            429,
+            {
+                "error": {"type": "es_rejected_execution_exception", "reason": "bulk queue full"},
+                "status": 429,
+            },
+        )
+        .answer(200, bulk_response(bulk_item(c, 503, shard_error)))
+        .answer(200, bulk_response(bulk_item(c, 200)))
+    )
+    index(cluster).upsert([IndexedChunk(c, [1, 0, 0, 0])])
+    assert len(cluster.sent) == 3
+    assert cluster.slept == [0.5, 1.0]
+
+
+def test_upsert_splits_large_batches():
+    items = [IndexedChunk(chunk(i), [1, 0, 0, 0]) for i in range(5)]
+    cluster = FakeCluster()
+    for sizes in ([0, 1], [2, 3], [4]):
+        cluster.answer(200, bulk_response(*(bulk_item(items[i].chunk, 201) for i in sizes)))
+
+    index(cluster, max_bulk_actions=2).upsert(items)
+
+    assert [len(s.body) // 2 for s in cluster.sent] == [2, 2, 1]
+
+
+def test_upsert_splits_by_bytes():
+    items = [IndexedChunk(chunk(i), [1, 0, 0, 0]) for i in range(3)]
+    cluster = FakeCluster()
+    for item in items:
+        cluster.answer(200, bulk_response(bulk_item(item.chunk, 201)))
+
+    index(cluster, max_bulk_bytes=600).upsert(items)  # each action is about 500 bytes
+
+    assert [len(s.body) // 2 for s in cluster.sent] == [1, 1, 1]
 
 
 def test_upsert_rejects_a_vector_of_the_wrong_dimension():
@@ -269,6 +469,24 @@ def test_upsert_of_nothing_sends_nothing():
     assert cluster.sent == []
 
 
+def delete_by_query_response(deleted: int, failures: list[Any] | None = None) -> dict[str, Any]:
+    """https://docs.opensearch.org/latest/api-reference/document-apis/delete-by-query/ (response)"""
+    return {
+        "took": 9,
+        "timed_out": False,
+        "total": deleted,
+        "deleted": deleted,
+        "batches": 1,
+        "version_conflicts": 0,
+        "noops": 0,
+        "retries": {"bulk": 0, "search": 0},
+        "throttled_millis": 0,
+        "requests_per_second": -1.0,
+        "throttled_until_millis": 0,
+        "failures": failures or [],
+    }
+
+
 @pytest.mark.parametrize(
     ("version", "terms"),
     [
@@ -276,37 +494,44 @@ def test_upsert_of_nothing_sends_nothing():
         (2, [{"term": {"document_id": "doc1"}}, {"term": {"version": 2}}]),
     ],
 )
-def test_delete_document_deletes_by_query(version, terms):
-    cluster = FakeCluster().answer(
-        200, {"took": 9, "timed_out": False, "total": 3, "deleted": 3, "failures": []}
-    )
+def test_delete_document_deletes_through_both_aliases(version, terms):
+    cluster = FakeCluster().answer(200, delete_by_query_response(3))
     assert index(cluster).delete_document("doc1", version) == 3
 
     [sent] = cluster.sent
-    assert (sent.method, sent.url) == ("POST", f"/{ALIAS}/_delete_by_query")
+    assert (sent.method, sent.url) == ("POST", f"/{ALIAS},{WRITE}/_delete_by_query")
     assert sent.params == {"refresh": "true", "conflicts": "proceed"}
     assert sent.body == {"query": {"bool": {"filter": terms}}}
 
 
 def test_delete_document_raises_on_failures():
-    cluster = FakeCluster().answer(
-        200, {"deleted": 1, "failures": [{"index": ALIAS, "cause": {"type": "x"}}]}
-    )
-    with pytest.raises(SearchIndexError):
+    failure = {
+        "index": V2,
+        "id": "doc1:v2:0",
+        "cause": {"type": "es_rejected_execution_exception", "reason": "rejected"},
+        "status": 429,
+    }
+    cluster = FakeCluster().answer(200, delete_by_query_response(1, [failure]))
+    with pytest.raises(SearchIndexError, match="es_rejected_execution_exception"):
         index(cluster).delete_document("doc1")
 
 
 # ------------------------------------------------------------------------------------- reads
 
 
-def test_keyword_search_filters_inside_the_bool_query_and_rebuilds_chunks():
+def test_keyword_search_is_best_fields_with_the_filters_inside_the_bool_query():
     found = chunk(3)
     cluster = FakeCluster().answer(200, search_response(hit(found, 7.25)))
     flt = SearchFilter(
         groups_any=frozenset({"staff", "admins"}),
         tenant="acme",
         collection="handbook",
-        metadata={"year": 2024, "public": False},
+        conditions=(
+            MatchAny("draft", FilterableFieldType.BOOLEAN, (False,)),
+            MatchAny("published", FilterableFieldType.DATE, (datetime(2024, 3, 1, tzinfo=UTC),)),
+            MatchAny("team", FilterableFieldType.KEYWORD, ("hr", "legal")),
+            Range("year", FilterableFieldType.NUMBER, gt=2019.0, lte=2024.0),
+        ),
     )
 
     results = index(cluster).keyword_search("annual leave", flt, 20)
@@ -319,12 +544,23 @@ def test_keyword_search_filters_inside_the_bool_query_and_rebuilds_chunks():
         "_source": {"excludes": ["vector"]},
         "query": {
             "bool": {
-                "must": [{"multi_match": {"query": "annual leave", "fields": ["text", "title^2"]}}],
+                "must": [
+                    {
+                        "multi_match": {
+                            "query": "annual leave",
+                            "type": "best_fields",
+                            "fields": ["text", "title^2", "heading_path"],
+                            "lenient": True,
+                        }
+                    }
+                ],
                 "filter": EXPECTED_ACL
                 + [
                     {"term": {"collection": "handbook"}},
-                    {"term": {"metadata.public": False}},
-                    {"term": {"metadata.year": 2024}},
+                    {"terms": {"filterable.draft": [False]}},
+                    {"terms": {"filterable.published": [1709251200000]}},
+                    {"terms": {"filterable.team": ["hr", "legal"]}},
+                    {"range": {"filterable.year": {"gt": 2019.0, "lte": 2024.0}}},
                 ],
             }
         },
@@ -332,13 +568,41 @@ def test_keyword_search_filters_inside_the_bool_query_and_rebuilds_chunks():
     assert [(r.chunk, r.score) for r in results] == [(found, 7.25)]
 
 
+@pytest.mark.parametrize(
+    ("title_boost", "heading_boost", "fields"),
+    [
+        (3.5, 0.0, ["text", "title^3.5"]),  # a boost of 0 leaves the field out
+        (0.0, 1.5, ["text", "heading_path^1.5"]),
+    ],
+)
+def test_keyword_search_boosts(title_boost, heading_boost, fields):
+    cluster = FakeCluster().answer(200, search_response())
+    idx = index(cluster, title_boost=title_boost, heading_boost=heading_boost)
+    idx.keyword_search("q", STAFF_ACME, 5)
+    assert cluster.sent[0].body["query"]["bool"]["must"][0]["multi_match"]["fields"] == fields
+
+
 def test_vector_search_puts_the_filter_inside_the_knn_clause():
     found = chunk(1)
     cluster = FakeCluster().answer(200, search_response(hit(found, 1.8)))
+    flt = SearchFilter(
+        groups_any=frozenset({"staff", "admins"}),
+        tenant="acme",
+        conditions=(
+            Range(
+                "published",
+                FilterableFieldType.DATE,
+                gte=datetime(2024, 3, 1, tzinfo=UTC),
+                lt=datetime(2025, 1, 1, tzinfo=UTC),
+            ),
+            Range("year", FilterableFieldType.NUMBER),
+        ),
+    )
 
-    results = index(cluster).vector_search([0.0, 2.0, 0.0, 0.0], STAFF_ACME, 8)
+    results = index(cluster).vector_search([0.0, 2.0, 0.0, 0.0], flt, 8)
 
     [sent] = cluster.sent
+    # https://docs.opensearch.org/latest/vector-search/filter-search-knn/efficient-knn-filtering/
     assert sent.body == {
         "size": 8,
         "track_total_hits": False,
@@ -348,7 +612,19 @@ def test_vector_search_puts_the_filter_inside_the_knn_clause():
                 "vector": {
                     "vector": [0.0, 1.0, 0.0, 0.0],
                     "k": 8,
-                    "filter": {"bool": {"filter": EXPECTED_ACL}},
+                    "filter": {
+                        "bool": {
+                            "filter": EXPECTED_ACL
+                            + [
+                                {
+                                    "range": {
+                                        "filterable.published": {"gte": 1709251200000, "lt": 1735689600000}
+                                    }
+                                },
+                                {"exists": {"field": "filterable.year"}},
+                            ]
+                        }
+                    },
                 }
             }
         },
@@ -394,7 +670,318 @@ def test_shard_failures_raise_rather_than_return_part_of_the_corpus():
         index(cluster).keyword_search("leave", STAFF_ACME, 5)
 
 
-# ------------------------------------------------------------------------------------- client
+def test_a_timed_out_search_is_logged_and_returned(caplog):
+    cluster = FakeCluster().answer(200, search_response(hit(chunk(), 2.0), timed_out=True))
+    with caplog.at_level(logging.WARNING):
+        assert len(index(cluster).keyword_search("leave", STAFF_ACME, 5)) == 1
+    assert "timed out" in caplog.text
+
+
+# ------------------------------------------------------------------------------------- reindex
+
+
+def task_status(created: int, total: int = 4, conflicts: int = 0) -> dict[str, Any]:
+    return {
+        "total": total,
+        "updated": 0,
+        "created": created,
+        "deleted": 0,
+        "batches": 1,
+        "version_conflicts": conflicts,
+        "noops": 0,
+        "retries": {"bulk": 0, "search": 0},
+        "throttled_millis": 0,
+        "requests_per_second": -1.0,
+        "throttled_until_millis": 0,
+    }
+
+
+def task(completed: bool, status: dict[str, Any], **rest: Any) -> dict[str, Any]:
+    """GET _tasks/<id> (opensearch-api-specification tasks.get@200: completed, task, response|error)."""
+    return {
+        "completed": completed,
+        "task": {
+            "node": "oTUltX4IQMOUUVeiohTt8A",
+            "id": 12345,
+            "type": "transport",
+            "action": "indices:data/write/reindex",
+            "status": status,
+            "description": f"reindex from [{V1}] to [{V2}]",
+            "start_time_in_millis": 1714564800000,
+            "running_time_in_nanos": 2345678,
+            "cancellable": True,
+            "cancelled": False,
+            "headers": {},
+        },
+        **rest,
+    }
+
+
+def reindex_result(created: int, conflicts: int, failures: list[Any] | None = None) -> dict[str, Any]:
+    """The _reindex response: https://docs.opensearch.org/latest/api-reference/document-apis/reindex/"""
+    return {
+        "took": 1234,
+        "timed_out": False,
+        "total": created + conflicts,
+        "updated": 0,
+        "created": created,
+        "deleted": 0,
+        "batches": 1,
+        "version_conflicts": conflicts,
+        "noops": 0,
+        "retries": {"bulk": 0, "search": 0},
+        "throttled_millis": 0,
+        "requests_per_second": -1.0,
+        "throttled_until_millis": 0,
+        "failures": failures or [],
+    }
+
+
+def sweep_hits(*ids: str) -> dict[str, Any]:
+    hits = [{"_index": V2, "_id": i, "_score": None, "sort": [i]} for i in ids]
+    return search_response(*hits) | {"hits": {"max_score": None, "hits": hits}}
+
+
+def mget(**found: bool) -> dict[str, Any]:
+    docs = []
+    for doc_id, exists in found.items():
+        doc = {"_index": V1, "_id": doc_id, "found": exists}
+        if exists:
+            doc |= {"_version": 1, "_seq_no": 3, "_primary_term": 1}
+        docs.append(doc)
+    return {"docs": docs}
+
+
+def full_reindex(cluster: FakeCluster) -> FakeCluster:
+    return (
+        cluster.answer(200, aliases(**LIVE))
+        .answer(200, {"acknowledged": True, "shards_acknowledged": True, "index": V2})
+        .answer(200, ACK)
+        .answer(200, {"task": TASK})
+        .answer(200, task(False, task_status(created=2)))
+        .answer(200, task(True, task_status(created=3, conflicts=1), response=reindex_result(3, 1)))
+        # sweep, page size 2: the first page has a chunk deleted during the copy, the second none
+        .answer(200, sweep_hits("a", "b"))
+        .answer(200, mget(a=True, b=False))
+        .answer(200, delete_by_query_response(1))
+        .answer(200, sweep_hits("c"))
+        .answer(200, mget(c=True))
+        .answer(200, ACK)
+    )
+
+
+def test_reindex_copies_into_the_next_version_and_swaps_the_aliases():
+    cluster = full_reindex(FakeCluster())
+    lines: list[str] = []
+
+    summary = index(cluster, sweep_page=2).reindex(progress=lines.append)
+
+    assert cluster.calls() == [
+        ("GET", f"/{ALIAS}-v*/_alias"),
+        ("PUT", f"/{V2}"),
+        ("POST", "/_aliases"),
+        ("POST", "/_reindex"),
+        ("GET", "/_tasks/oTUltX4IQMOUUVeiohTt8A%3A12345"),
+        ("GET", "/_tasks/oTUltX4IQMOUUVeiohTt8A%3A12345"),
+        ("POST", f"/{V2}/_search"),
+        ("POST", f"/{V1}/_mget"),
+        ("POST", f"/{V2}/_delete_by_query"),
+        ("POST", f"/{V2}/_search"),
+        ("POST", f"/{V1}/_mget"),
+        ("POST", "/_aliases"),
+    ]
+    create, write_swap, copy, *_ = cluster.sent[1:]
+    assert create.body == index(FakeCluster()).index_body()  # no aliases: reads stay on v1 for now
+    # One _aliases call each: the alias is never missing or on both.
+    assert write_swap.body == {
+        "actions": [
+            {"remove": {"index": V1, "alias": WRITE}},
+            {"add": {"index": V2, "alias": WRITE, "is_write_index": True}},
+        ]
+    }
+    assert copy.params == {"wait_for_completion": "false", "refresh": "true"}
+    assert copy.body["conflicts"] == "proceed"
+    assert copy.body["source"] == {"index": V1}
+    assert copy.body["dest"] == {"index": V2, "op_type": "create"}
+    assert copy.body["script"]["lang"] == "painless"
+    assert copy.body["script"]["params"] == {
+        "fields": {"year": "number", "published": "date", "team": "keyword", "draft": "boolean"},
+        "source": V1,
+    }
+    assert cluster.slept == [5.0]  # one poll while running
+
+    marked = {"term": {"copied_from": V1}}
+    sweep, check, delete, sweep2 = (cluster.sent[i] for i in (6, 7, 8, 9))
+    assert sweep.body == {
+        "size": 2,
+        "_source": False,
+        "track_total_hits": False,
+        "query": {"bool": {"filter": [marked]}},
+        "sort": [{"chunk_id": "asc"}],
+    }
+    assert sweep2.body["search_after"] == ["b"]
+    assert (check.params, check.body) == ({"_source": "false"}, {"ids": ["a", "b"]})
+    # Only a chunk that is still the copy's is deleted: one rewritten since has lost copied_from.
+    assert delete.params == {"refresh": "true", "conflicts": "proceed"}
+    assert delete.body == {"query": {"bool": {"filter": [{"ids": {"values": ["b"]}}, marked]}}}
+    assert cluster.sent[-1].body == {
+        "actions": [
+            {"remove": {"index": V1, "alias": ALIAS}},
+            {"add": {"index": V2, "alias": ALIAS}},
+        ]
+    }
+
+    assert summary == {
+        "index": V2,
+        "previous_index": V1,
+        "total": 4,
+        "created": 3,
+        "version_conflicts": 1,
+        "swept": 1,
+    }
+    assert lines == [
+        f"created {V2}",
+        f"writes now go to {V2}",
+        f"copying {V1} -> {V2} (task {TASK})",
+        "copied 2/4",
+        f"copied 3/4 (1 already rewritten in {V2})",
+        "swept 1 chunk(s) deleted during the copy (3 checked)",
+        f"reads now come from {V2}; {V1} is kept for rollback",
+    ]
+
+
+def test_reindex_upgrades_a_deployment_without_the_write_alias_first():
+    cluster = FakeCluster().answer(200, aliases(**{V1: {ALIAS: {}}, f"{ALIAS}-v0-old": {}}))
+    cluster.answer(200, ACK)  # add the write alias to v1
+    cluster.answer(500, {"error": {"type": "stop", "reason": "stop here"}, "status": 500})
+    with pytest.raises(Exception, match="stop"):
+        index(cluster).reindex()
+    assert cluster.sent[1].body == {
+        "actions": [{"add": {"index": V1, "alias": WRITE, "is_write_index": True}}]
+    }
+    assert cluster.calls()[2] == ("PUT", f"/{V2}")
+
+
+def test_reindex_resumes_when_writes_already_go_to_the_new_index():
+    cluster = (
+        FakeCluster()
+        .answer(200, aliases(**{V1: {ALIAS: {}}, V2: {WRITE: {"is_write_index": True}}}))
+        .answer(200, {"task": TASK})
+        .answer(200, task(True, task_status(created=0, conflicts=4), response=reindex_result(0, 4)))
+        .answer(200, sweep_hits())
+        .answer(200, ACK)
+    )
+    summary = index(cluster).reindex()
+
+    assert cluster.calls() == [
+        ("GET", f"/{ALIAS}-v*/_alias"),
+        ("POST", "/_reindex"),
+        ("GET", "/_tasks/oTUltX4IQMOUUVeiohTt8A%3A12345"),
+        ("POST", f"/{V2}/_search"),
+        ("POST", "/_aliases"),
+    ]
+    assert summary["version_conflicts"] == 4
+
+
+def test_reindex_reports_task_failures_and_leaves_reads_on_the_old_index():
+    failure = {
+        "index": V2,
+        "id": "doc9:v1:0",
+        "cause": {"type": "mapper_parsing_exception", "reason": "failed to parse field [vector]"},
+        "status": 400,
+    }
+    cluster = (
+        FakeCluster()
+        .answer(200, aliases(**LIVE))
+        .answer(200, {"acknowledged": True, "index": V2})
+        .answer(200, ACK)
+        .answer(200, {"task": TASK})
+        .answer(200, task(True, task_status(created=3), response=reindex_result(3, 0, [failure])))
+    )
+    with pytest.raises(SearchIndexError, match="1 failure"):
+        index(cluster).reindex()
+    assert cluster.calls()[-1] == ("GET", "/_tasks/oTUltX4IQMOUUVeiohTt8A%3A12345")  # no read swap
+
+
+def test_reindex_reports_a_failed_task():
+    error = {"type": "task_cancelled_exception", "reason": "cancelled"}
+    cluster = (
+        FakeCluster()
+        .answer(200, aliases(**{V1: {ALIAS: {}}, V2: {WRITE: {}}}))
+        .answer(200, {"task": TASK})
+        .answer(200, task(True, task_status(created=1), error=error))
+    )
+    with pytest.raises(SearchIndexError, match="task_cancelled_exception"):
+        index(cluster).reindex()
+
+
+# ------------------------------------------------------------------------------------- wiring
+
+
+def test_factory_builds_the_index_from_settings():
+    from ragline.search.factory import search_index
+    from ragline.settings import Settings
+
+    settings = Settings(
+        search_backend="opensearch",
+        search_index=ALIAS,
+        embedding_dimension=4,
+        metadata_fields={"year": "number"},
+        title_boost=3.0,
+        heading_boost=0.0,
+        knn_engine="lucene",
+        knn_space_type="cosinesimil",
+        knn_m=24,
+        knn_ef_construction=200,
+        knn_ef_search=50,
+    )
+    cluster = FakeCluster().answer(200, search_response())
+    built = search_index(settings, opensearch=cluster.client())
+
+    assert isinstance(built, OpenSearchIndex)
+    props = built.index_body()["mappings"]["properties"]
+    assert props["filterable"]["properties"] == {"year": {"type": "double"}}
+    assert props["vector"]["method"] == {
+        "name": "hnsw",
+        "engine": "lucene",
+        "space_type": "cosinesimil",
+        "parameters": {"m": 24, "ef_construction": 200},
+    }
+    built.keyword_search("q", STAFF_ACME, 3)
+    assert cluster.sent[0].body["query"]["bool"]["must"][0]["multi_match"]["fields"] == ["text", "title^3"]
+
+
+def test_cli_reindex_runs_the_adapter_the_settings_pick(monkeypatch, capsys):
+    from ragline import cli
+    from ragline.search import factory
+
+    cluster = (
+        FakeCluster()
+        .answer(200, aliases(**LIVE))
+        .answer(200, {"acknowledged": True, "index": V2})
+        .answer(200, ACK)
+        .answer(200, {"task": TASK})
+        .answer(200, task(True, task_status(created=4), response=reindex_result(4, 0)))
+        .answer(200, sweep_hits())
+        .answer(200, ACK)
+    )
+    real = factory.search_index
+    monkeypatch.setattr(factory, "search_index", lambda settings: real(settings, opensearch=cluster.client()))
+    monkeypatch.setenv("RAGLINE_SEARCH_BACKEND", "opensearch")  # as the deployment sets it
+
+    assert cli.main(["reindex"]) == 0
+
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {
+        "index": V2,
+        "previous_index": V1,
+        "total": 4,
+        "created": 4,
+        "version_conflicts": 0,
+        "swept": 0,
+    }
+    assert f"reads now come from {V2}" in err
+    assert cluster.responses == []
 
 
 def test_client_signs_with_sigv4_over_tls():

@@ -65,7 +65,7 @@ class AnswerService:
         llm: LlmStream,
         *,
         context_window_tokens: int,
-        min_score: float = 0.0,
+        min_score: float | None = None,
         secondary_llm: LlmStream | None = None,
     ) -> None:
         self._retriever = retriever
@@ -77,10 +77,15 @@ class AnswerService:
     def answer(self, principal: Principal, request: AnswerRequest) -> Iterator[AnswerEvent]:
         found = self._retriever.search(
             principal,
-            SearchRequest(query=request.question, top_k=request.top_k, collection=request.collection),
+            SearchRequest(
+                query=request.question,
+                top_k=request.top_k,
+                collection=request.collection,
+                min_score=self._min_score,
+            ),
         )
-        hits = [hit for hit in found.hits if hit.score >= self._min_score]
-        if not hits:
+        hits = found.hits
+        if found.no_answer or not hits:
             # Nothing the caller may see is relevant: answer without spending a model call.
             yield "token", TokenEvent(text=NO_DOCUMENTS_ANSWER)
             yield "citations", CitationsEvent(citations=[])

@@ -212,7 +212,7 @@ class IndexService:
             )
 
     def _embed(self, batch: Sequence[Chunk]) -> list[list[float]]:
-        vectors = self._embedder.embed([chunk.text for chunk in batch])
+        vectors = self._embedder.embed([embedding_input(chunk) for chunk in batch])
         if len(vectors) != len(batch):
             raise DimensionMismatch(f"sent {len(batch)} texts, got {len(vectors)} vectors")
         wrong = next((len(v) for v in vectors if len(v) != self._dimension), None)
@@ -227,3 +227,12 @@ def _metadata(correlation_id: str, event: ChunksReady, what: str) -> EventMetada
     return EventMetadata(
         correlation_id=correlation_id, idempotency_key=f"{event.document_id}:v{event.version}:{what}"
     )
+
+
+def embedding_input(chunk: Chunk) -> str:
+    """What is embedded for a chunk: its text, then its document title and heading path, so a chunk
+    that never names its subject ("It reduced mortality by 30%") is still found by it. The context
+    goes last: when a chunk fills the model's input, truncation drops context, never content."""
+    context = [chunk.title, *(heading for heading in chunk.heading_path if heading != chunk.title)]
+    context_line = " > ".join(part for part in context if part.strip())
+    return f"{chunk.text}\n\n{context_line}" if context_line else chunk.text

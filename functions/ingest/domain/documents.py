@@ -31,6 +31,7 @@ from ragline.contracts import (
     utcnow,
 )
 from ragline.identity import can_see
+from ragline.search.fields import FilterableFields
 
 from .collections import CollectionCatalog
 from .detect import detect_content_type
@@ -41,6 +42,7 @@ from .errors import (
     EventPublishFailed,
     InvalidBase64,
     InvalidCursor,
+    InvalidMetadata,
     UnsupportedBody,
 )
 from .ports import (
@@ -88,12 +90,14 @@ class DocumentService:
         *,
         max_inline_bytes: int,
         collections: CollectionCatalog | None = None,
+        metadata_fields: FilterableFields | None = None,
         clock: Callable[[], datetime] = utcnow,
         ids: Callable[[], str] = new_id,
     ) -> None:
         """`collections` None: only `default` exists (tests of other concerns)."""
         self._documents = documents
         self._collections = collections
+        self._metadata_fields = metadata_fields or FilterableFields({})
         self._raw = raw
         self._publisher = publisher
         self._max_inline_bytes = max_inline_bytes
@@ -104,6 +108,8 @@ class DocumentService:
         """Store the original, then the record, then announce it: a record never points at a
         missing object, and an event never at a missing record. Identical content already in the
         collection comes back as it is (see the module's docstring) and nothing is stored."""
+        if problems := self._metadata_fields.document_errors(request.metadata):
+            raise InvalidMetadata(problems)
         data = inline_bytes(request)
         if len(data) > self._max_inline_bytes:
             raise DocumentTooLarge(len(data), self._max_inline_bytes)

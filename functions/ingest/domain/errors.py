@@ -38,6 +38,17 @@ class UploadTooLarge(DocumentTooLarge):
         )
 
 
+class InvalidMetadata(IngestError):
+    """A declared filterable metadata field (RAGLINE_METADATA_FIELDS) holds a value of another type:
+    refused now, since search could never filter on it."""
+
+    code = "invalid_metadata"
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
 class ContentTypeRequired(IngestError):
     """A presigned upload binds its Content-Type into the signature, so it must be declared."""
 

@@ -37,12 +37,14 @@ from ragline.contracts import (
     new_id,
     utcnow,
 )
+from ragline.search.fields import FilterableFields
 
 from .collections import CollectionCatalog
 from .errors import (
     BlobNotFound,
     ContentTypeRequired,
     IngestError,
+    InvalidMetadata,
     SizeMismatch,
     UploadExpired,
     UploadNotScheduled,
@@ -139,6 +141,7 @@ class UploadService:
         deadlines: DeadlineQueue | None,
         grace_s: int,
         collections: CollectionCatalog | None = None,
+        metadata_fields: FilterableFields | None = None,
         clock: Callable[[], datetime] = utcnow,
         ids: Callable[[], str] = new_id,
     ) -> None:
@@ -146,6 +149,7 @@ class UploadService:
         no deadline can be scheduled, so `start` refuses every upload (UploadNotScheduled)."""
         self._documents = documents
         self._collections = collections
+        self._metadata_fields = metadata_fields or FilterableFields({})
         self._records = records
         self._raw = raw
         self._publisher = publisher
@@ -161,6 +165,8 @@ class UploadService:
         self, request: CreateDocumentRequest, principal: Principal, correlation_id: str
     ) -> tuple[Document, UploadTarget]:
         """The record, awaiting its bytes, and where to PUT them."""
+        if problems := self._metadata_fields.document_errors(request.metadata):
+            raise InvalidMetadata(problems)
         if request.size_bytes is None or not request.upload:
             raise ValueError("start() takes `upload: true` requests with `size_bytes`")
         if request.size_bytes > self._max_bytes:

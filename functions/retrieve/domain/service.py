@@ -1,7 +1,8 @@
 """The search use case: one query, run as BM25, as vectors or both, fused and cut to top_k.
 
-Visibility is enforced inside the index's query (pre-filtering); the `can_see` check here is
-defence in depth against an adapter bug, never the filter itself.
+Visibility is enforced inside the index's query (pre-filtering) from the one filter
+`SearchFilter.for_principal` builds; the `can_see` check here is defence in depth against an
+adapter bug, never the filter itself.
 
 When the query cannot be embedded for now, hybrid search answers from its keyword half, flagged
 `degraded` (a slow or broken GPU endpoint must not take search down); vector search has no such
@@ -15,8 +16,16 @@ from typing import Protocol
 
 from functions.retrieve.domain.errors import EmbeddingUnavailable
 from functions.retrieve.domain.fusion import rrf
-from ragline.contracts import Principal, SearchHit, SearchMode, SearchRequest, SearchResponse
+from ragline.contracts import (
+    FusionParams,
+    Principal,
+    SearchHit,
+    SearchMode,
+    SearchRequest,
+    SearchResponse,
+)
 from ragline.identity import can_see
+from ragline.search.fields import FilterableFields
 from ragline.search.port import ScoredChunk, SearchFilter, SearchIndex
 
 log = logging.getLogger(__name__)
@@ -30,37 +39,64 @@ class Embedder(Protocol):
 
 
 class SearchService:
-    def __init__(self, index: SearchIndex, embedder: Embedder, *, rrf_k: int = 60) -> None:
+    def __init__(
+        self,
+        index: SearchIndex,
+        embedder: Embedder,
+        *,
+        fields: FilterableFields | None = None,
+        fusion: FusionParams | None = None,
+    ) -> None:
         self._index = index
         self._embedder = embedder
-        self._rrf_k = rrf_k
+        self._fields = fields if fields is not None else FilterableFields({})
+        self._fusion = fusion or FusionParams()
 
     def search(self, principal: Principal, request: SearchRequest) -> SearchResponse:
-        """Scores: BM25 in keyword mode, cosine similarity in vector mode, RRF in hybrid mode."""
+        """Scores: BM25 in keyword mode, cosine similarity in vector mode, RRF in hybrid mode.
+        Raises InvalidFilter (the request's metadata filters) before anything runs."""
+        conditions = self._fields.conditions(request.metadata)
         if not principal.groups:
-            return SearchResponse(hits=[])
-        flt = SearchFilter.for_principal(principal, collection=request.collection, metadata=request.metadata)
+            return SearchResponse(hits=[], no_answer=True)
+        flt = SearchFilter.for_principal(principal, collection=request.collection, conditions=conditions)
+        # Fusion and grouping both need depth: a chunk ranked 30th by one half can win overall, and
+        # one document's chunks can fill the top of a list.
         candidates = max(request.top_k * CANDIDATES_PER_HIT, MIN_CANDIDATES)
+        fusion = request.fusion or self._fusion
 
-        lists: list[list[ScoredChunk]] = []
+        keyword: list[ScoredChunk] | None = None
+        vector: list[ScoredChunk] | None = None
         degraded_reason = None
         if request.mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
-            lists.append(self._index.keyword_search(request.query, flt, candidates))
+            keyword = self._index.keyword_search(request.query, flt, candidates)
         if request.mode in (SearchMode.VECTOR, SearchMode.HYBRID):
             try:
-                [vector] = self._embedder.embed([request.query])
+                [query_vector] = self._embedder.embed([request.query])
             except EmbeddingUnavailable as exc:
                 if request.mode == SearchMode.VECTOR:
                     raise
                 log.warning("query embedding unavailable, answering from keywords only: %s", exc)
                 degraded_reason = EmbeddingUnavailable.code
             else:
-                lists.append(self._index.vector_search(vector, flt, candidates))
+                vector = self._index.vector_search(query_vector, flt, candidates)
 
-        ranked = rrf(lists, k=self._rrf_k) if len(lists) > 1 else lists[0]
+        if keyword is not None and vector is not None:
+            ranked = rrf([keyword, vector], k=fusion.k, weights=[fusion.keyword_weight, fusion.vector_weight])
+        else:
+            ranked = keyword if keyword is not None else vector or []
+
+        # The relevance gate reads the half whose score means something absolute: cosine similarity
+        # when vectors ran (RRF scores only order), else BM25.
+        gate = vector if vector is not None else keyword or []
+        below = request.min_score is not None and (not gate or gate[0].score < request.min_score)
+
         visible = [item for item in ranked if self._visible(principal, item)]
+        if request.group_by == "document":
+            visible = _best_per_document(visible)
+        hits = [] if below else [_hit(item) for item in visible[: request.top_k]]
         return SearchResponse(
-            hits=[_hit(item) for item in visible[: request.top_k]],
+            hits=hits,
+            no_answer=not hits,
             degraded=degraded_reason is not None,
             degraded_reason=degraded_reason,
         )
@@ -71,6 +107,16 @@ class SearchService:
             return True
         log.error("index returned chunk %s that the caller may not see; dropped", item.chunk.chunk_id)
         return False
+
+
+def _best_per_document(ranked: list[ScoredChunk]) -> list[ScoredChunk]:
+    seen: set[str] = set()
+    best: list[ScoredChunk] = []
+    for item in ranked:
+        if item.chunk.document_id not in seen:
+            seen.add(item.chunk.document_id)
+            best.append(item)
+    return best
 
 
 def _hit(item: ScoredChunk) -> SearchHit:

@@ -17,6 +17,7 @@ from ragline.contracts import SearchRequest, SearchResponse
 from ragline.http import error_response, install_error_handlers
 from ragline.identity import principal_from_claims
 from ragline.observability import logger as make_logger
+from ragline.search.fields import InvalidFilter
 from ragline.settings import get_settings
 
 logger = make_logger("retrieve")
@@ -34,6 +35,16 @@ def _embedding_unavailable(exc: EmbeddingUnavailable) -> Response:
     # About when an open circuit lets a probe through: sooner would mostly fail fast again.
     response.headers["Retry-After"] = str(math.ceil(get_settings().breaker_open_s))
     return response
+
+
+@app.exception_handler(InvalidFilter)
+def _invalid_filter(exc: InvalidFilter) -> Response:
+    return error_response(
+        HTTPStatus.UNPROCESSABLE_ENTITY,
+        exc.code,
+        exc.message,
+        [{"loc": ["body", "metadata", exc.field], "type": exc.code, "msg": exc.message}],
+    )
 
 
 @app.post("/v1/search")

@@ -14,6 +14,7 @@ from functions.retrieve.domain.errors import EmbeddingUnavailable
 from ragline.contracts import Principal, SearchRequest, Strict
 from ragline.http import error_body, validation_details
 from ragline.observability import logger as make_logger
+from ragline.search.fields import InvalidFilter
 
 logger = make_logger("retrieve")
 
@@ -41,4 +42,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         response = wiring.service().search(invocation.principal, invocation.request)
     except EmbeddingUnavailable as exc:
         return error_body(EmbeddingUnavailable.code, str(exc))
+    except InvalidFilter as exc:
+        return error_body(exc.code, exc.message)
     return response.model_dump(mode="json")

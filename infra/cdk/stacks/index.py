@@ -15,7 +15,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_opensearchservice as opensearch
 from constructs import Construct
 
-from infra.cdk.config import DeployConfig
+from infra.cdk.config import DeployConfig, SearchConfig
 from infra.cdk.constructs.function import RaglineFunction, context_functions, lambda_role
 from infra.cdk.environment import env
 from infra.cdk.stacks.ingest import IngestStack
@@ -30,13 +30,17 @@ SEARCH_WRITE_ACTIONS = (*SEARCH_READ_ACTIONS, "es:ESHttpPut", "es:ESHttpDelete",
 SEARCH_ACCESS = {"index": SEARCH_WRITE_ACTIONS, "retrieve": SEARCH_READ_ACTIONS}
 
 
-def search_environment(domain: opensearch.Domain, models: ModelsStack) -> dict[str, str]:
-    """What every search client reads: the backend, the domain URL and the embedding endpoint."""
+def search_environment(
+    domain: opensearch.Domain, models: ModelsStack, search: SearchConfig
+) -> dict[str, str]:
+    """What every search client reads: the backend, the domain URL, the embedding endpoint, and the
+    mapping, boosts and fusion (the writer and the readers must agree on them)."""
     return env(
         search_backend="opensearch",
         opensearch_endpoint=f"https://{domain.domain_endpoint}",
         embedding_backend="sagemaker",
         embedding_endpoint=models.endpoints["embedding"].endpoint_name,
+        **search.settings(),
     )
 
 
@@ -57,7 +61,7 @@ class IndexStack(Stack):
             spec.name: lambda_role(self, spec) for spec in TOPOLOGY.functions if spec.context in SEARCH_ACCESS
         }
         self.domain = self._domain(config)
-        self.search_environment = search_environment(self.domain, models)
+        self.search_environment = search_environment(self.domain, models, config.search)
 
         self.functions: dict[str, RaglineFunction] = context_functions(
             self,

@@ -85,6 +85,8 @@ class IngestStack(Stack):
                 event_bus=platform.bus.event_bus_name,
                 index_queue_url=index_queue.queue_url,
                 embedding_tokenizer=TOKENIZER_PATH,
+                # Documents are checked against the filterable fields when they are created.
+                metadata_fields=config.search.settings()["metadata_fields"],
             ),
         }
         self.functions: dict[str, RaglineFunction] = context_functions(
