@@ -13,8 +13,8 @@ Queries are 2-4 words of a topic and a vector near that topic's centroid, from a
 group.
 
 Three systems, each in keyword, vector and hybrid mode, all with the caller's ACL filter:
-  engine   LanceIndex on a temporary directory, in this process; hybrid = both calls (40 candidates
-           each, as the service asks for top_k 10) fused by the service's rrf, cut to 10
+  engine   LanceIndex on a temporary directory, in this process; hybrid = the search service (both
+           halves, 40 candidates each for top_k 10, run side by side and fused by rrf)
   floor    the fastest plain libraries on the same data in this process: exact kNN with numpy over
            the caller's group's vectors, bm25s over the engine's fields (text, title, heading path)
            with its boosts; hybrid = both + the same rrf
@@ -286,8 +286,24 @@ class Engine:
     def vector(self, query: Query, k: int = CANDIDATES) -> list[ScoredChunk]:
         return self.index.vector_search(query.vector, _filter(query.group), k)
 
-    def hybrid(self, query: Query) -> list[ScoredChunk]:
-        return _fuse(self.keyword(query), self.vector(query))
+    def hybrid(self, query: Query) -> list[str]:
+        """Through the search service itself (its keyword half runs beside the vector half), with the
+        query's vector standing in for the embedding endpoint; the hits' chunk ids."""
+        from functions.retrieve.domain.service import SearchService
+        from ragline.contracts import Principal, SearchRequest
+
+        service = SearchService(self.index, _KnownVector(query))
+        principal = Principal(user_id="bench", groups=frozenset({GROUPS[query.group]}))
+        response = service.search(principal, SearchRequest(query=query.text, top_k=TOP_K, mode="hybrid"))
+        return [hit.chunk_id for hit in response.hits]
+
+
+class _KnownVector:
+    def __init__(self, query: Query) -> None:
+        self._vector = [float(x) for x in query.vector]
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return [self._vector for _ in texts]
 
 
 class Floor:

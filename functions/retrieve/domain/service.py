@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from functions.retrieve.domain.errors import EmbeddingUnavailable
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 MIN_CANDIDATES = 20
 CANDIDATES_PER_HIT = 4
+# Shared by every SearchService in the process; a Lambda environment serves one request at a time.
+_HALVES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keyword-search")
 
 
 class Embedder(Protocol):
@@ -67,18 +70,29 @@ class SearchService:
         keyword: list[ScoredChunk] | None = None
         vector: list[ScoredChunk] | None = None
         degraded_reason = None
-        if request.mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
+        # Hybrid runs its keyword half beside the embedding call and the vector half (the engines and
+        # the HTTP call release the GIL), so it takes about as long as the slower half, not the sum.
+        pending_keyword = (
+            _HALVES.submit(self._index.keyword_search, request.query, flt, candidates)
+            if request.mode == SearchMode.HYBRID
+            else None
+        )
+        if request.mode == SearchMode.KEYWORD:
             keyword = self._index.keyword_search(request.query, flt, candidates)
-        if request.mode in (SearchMode.VECTOR, SearchMode.HYBRID):
-            try:
-                [query_vector] = self._embedder.embed([request.query])
-            except EmbeddingUnavailable as exc:
-                if request.mode == SearchMode.VECTOR:
-                    raise
-                log.warning("query embedding unavailable, answering from keywords only: %s", exc)
-                degraded_reason = EmbeddingUnavailable.code
-            else:
-                vector = self._index.vector_search(query_vector, flt, candidates)
+        try:
+            if request.mode in (SearchMode.VECTOR, SearchMode.HYBRID):
+                try:
+                    [query_vector] = self._embedder.embed([request.query])
+                except EmbeddingUnavailable as exc:
+                    if request.mode == SearchMode.VECTOR:
+                        raise
+                    log.warning("query embedding unavailable, answering from keywords only: %s", exc)
+                    degraded_reason = EmbeddingUnavailable.code
+                else:
+                    vector = self._index.vector_search(query_vector, flt, candidates)
+        finally:
+            if pending_keyword is not None:
+                keyword = pending_keyword.result()
 
         if keyword is not None and vector is not None:
             ranked = rrf([keyword, vector], k=fusion.k, weights=[fusion.keyword_weight, fusion.vector_weight])
