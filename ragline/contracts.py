@@ -456,11 +456,22 @@ MetadataFilter = FilterValue | InFilter | RangeFilter
 
 
 class FusionParams(Strict):
-    """Reciprocal rank fusion of the keyword and vector lists: score = sum(weight / (k + rank))."""
+    """How hybrid search merges its keyword and vector lists.
 
-    k: int = Field(default=60, ge=1, le=1000, description="Larger k flattens the advantage of top ranks")
+    rrf: reciprocal rank fusion, score = sum(weight / (k + rank)); ranks only, no tuning needed.
+    convex: each list's scores min-max normalised to [0, 1], then the weighted mean (a chunk missing
+    from a list scores 0 there); uses how far ahead a top hit is, which ranks cannot show."""
+
+    method: Literal["rrf", "convex"] = "rrf"
+    k: int = Field(default=20, ge=1, le=1000, description="rrf only: larger k flattens the lead of top ranks")
     keyword_weight: float = Field(default=1.0, ge=0, le=10)
     vector_weight: float = Field(default=1.0, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> FusionParams:
+        if self.keyword_weight == 0 and self.vector_weight == 0:
+            raise ValueError("at least one of keyword_weight and vector_weight must be above 0")
+        return self
 
 
 class SearchRequest(Strict):

@@ -30,6 +30,7 @@ def build(
         embedder,
         fields=FilterableFields(settings.metadata_fields),
         fusion=FusionParams(
+            method=settings.hybrid_fusion,
             k=settings.rrf_k,
             keyword_weight=settings.hybrid_keyword_weight,
             vector_weight=settings.hybrid_vector_weight,

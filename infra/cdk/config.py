@@ -64,9 +64,10 @@ class SearchConfig(_Context):
     metadata_fields: dict[str, FilterableFieldType] = Field(
         default={}, description="Filterable metadata fields and their types (ragline/search/fields.py)"
     )
-    title_boost: float = Field(default=2.0, ge=0)
+    title_boost: float = Field(default=1.0, ge=0)
     heading_boost: float = Field(default=1.0, ge=0)
-    rrf_k: int = Field(default=60, ge=1)
+    fusion: Literal["rrf", "convex"] = "rrf"
+    rrf_k: int = Field(default=20, ge=1)
     keyword_weight: float = Field(default=1.0, ge=0)
     vector_weight: float = Field(default=1.0, ge=0)
     knn: KnnConfig = KnnConfig()
@@ -77,6 +78,7 @@ class SearchConfig(_Context):
             "metadata_fields": json.dumps({name: str(kind) for name, kind in self.metadata_fields.items()}),
             "title_boost": str(self.title_boost),
             "heading_boost": str(self.heading_boost),
+            "hybrid_fusion": self.fusion,
             "rrf_k": str(self.rrf_k),
             "hybrid_keyword_weight": str(self.keyword_weight),
             "hybrid_vector_weight": str(self.vector_weight),

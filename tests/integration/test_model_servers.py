@@ -131,6 +131,25 @@ def test_embedding_client_against_the_server(model_embedding_url: str, model_htt
     assert (raised.value.code, raised.value.retryable, raised.value.status) == ("empty_input", False, 400)
 
 
+def test_a_query_longer_than_the_model_is_embedded_by_its_beginning_when_asked(
+    model_embedding_url: str, model_http: httpx.Client
+) -> None:
+    """What search and indexing send (truncate): a 2,000-character query, the API's longest, is more
+    than MiniLM's 256 tokens; refused, it would fail the search instead of finding anything."""
+    long_query = "How does sustained aerobic exercise change mitochondrial density in muscle? " * 27
+    strict = EmbeddingClient(HttpEmbeddingTransport(model_http, model_embedding_url), dimension=384)
+    with pytest.raises(EndpointError) as raised:
+        strict.embed([long_query])
+    assert (raised.value.code, raised.value.retryable) == ("input_too_long", False)
+
+    lenient = EmbeddingClient(
+        HttpEmbeddingTransport(model_http, model_embedding_url), dimension=384, truncate=True
+    )
+    [vector] = lenient.embed([long_query])
+    [beginning] = lenient.embed([long_query[:600]])
+    assert math.fsum(x * y for x, y in zip(vector, beginning, strict=True)) > 0.9
+
+
 # --------------------------------------------------------------------------------------------
 # LLM server
 # --------------------------------------------------------------------------------------------

@@ -183,3 +183,20 @@ def test_fusion_weights_steer_hybrid_towards_one_half():
     only_vector = search(mode="hybrid", fusion={"keyword_weight": 0, "vector_weight": 1}).hits
     assert [hit.chunk_id for hit in only_keyword] == keyword
     assert [hit.chunk_id for hit in only_vector] == vector
+
+
+@pytest.mark.parametrize("method", ["rrf", "convex"])
+def test_each_fusion_method_with_one_weight_at_zero_is_that_half_alone(method):
+    keyword = [hit.chunk_id for hit in search(mode="keyword").hits]
+    vector = [hit.chunk_id for hit in search(mode="vector").hits]
+    fusion = {"method": method, "keyword_weight": 1, "vector_weight": 0}
+    assert [hit.chunk_id for hit in search(mode="hybrid", fusion=fusion).hits] == keyword
+    fusion = {"method": method, "keyword_weight": 0, "vector_weight": 1}
+    assert [hit.chunk_id for hit in search(mode="hybrid", fusion=fusion).hits] == vector
+
+
+def test_fusion_needs_a_weight():
+    status, body = call(
+        rest_event({"query": "q", "fusion": {"keyword_weight": 0, "vector_weight": 0}}, claims=STAFF)
+    )
+    assert status == 422 and body["error"]["code"] == "validation_error"

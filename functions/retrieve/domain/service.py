@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from functions.retrieve.domain.errors import EmbeddingUnavailable
-from functions.retrieve.domain.fusion import rrf
+from functions.retrieve.domain.fusion import convex, rrf
 from ragline.contracts import (
     FusionParams,
     Principal,
@@ -95,7 +95,11 @@ class SearchService:
                 keyword = pending_keyword.result()
 
         if keyword is not None and vector is not None:
-            ranked = rrf([keyword, vector], k=fusion.k, weights=[fusion.keyword_weight, fusion.vector_weight])
+            weights = [fusion.keyword_weight, fusion.vector_weight]
+            if fusion.method == "convex":
+                ranked = convex([keyword, vector], weights=weights)
+            else:
+                ranked = rrf([keyword, vector], k=fusion.k, weights=weights)
         else:
             ranked = keyword if keyword is not None else vector or []
 
