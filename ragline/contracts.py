@@ -546,6 +546,9 @@ class Citation(Strict):
     ordinal: int
     title: str
     heading_path: list[str]
+    page: int | None = Field(default=None, description="Page of the original where the chunk starts (PDF)")
+    char_start: int = Field(ge=0, description="Where the chunk starts in the document version's parsed text")
+    char_end: int = Field(ge=0)
 
 
 class Usage(Strict):

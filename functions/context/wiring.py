@@ -32,7 +32,18 @@ def build(
         secondary_llm=secondary_llm,
         context_window_tokens=settings.context_window_tokens,
         min_score=settings.answer_min_score,
+        on_invented_citations=count_invented_citations,
     )
+
+
+def count_invented_citations(count: int) -> None:
+    """The InventedCitations metric (EMF): markers models cite without a source, removed from answers."""
+    from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+    from ragline.observability import NAMESPACE
+
+    with single_metric(name="InventedCitations", unit=MetricUnit.Count, value=count, namespace=NAMESPACE):
+        pass
 
 
 @lru_cache(maxsize=1)

@@ -29,6 +29,48 @@ def test_answer_streams_tokens_then_citations_then_done():
     assert retriever.calls[0][0] == ALICE and retriever.calls[0][1].query == "How often?"
 
 
+def test_invented_markers_are_removed_from_the_stream_and_counted():
+    counted: list[int] = []
+    llm = ScriptedLlm(["Every ninety days [", "1][", "4] (see [2", ", 9]).", " Done [7"])
+    service = AnswerService(
+        RecordingRetriever([hit(1), hit(2)]),
+        llm,
+        context_window_tokens=2048,
+        on_invented_citations=counted.append,
+    )
+    events = list(service.answer(ALICE, AnswerRequest(question="How often?")))
+
+    text = "".join(e.text for _, e in events if isinstance(e, TokenEvent))
+    assert text == "Every ninety days [1] (see [2]). Done [7"  # an unfinished marker at the end is text
+    assert counted == [2]  # 4 and 9 were not sources
+    citations = next(e for _, e in events if isinstance(e, CitationsEvent)).citations
+    assert {c.marker for c in citations} == {1, 2}
+
+
+def test_citations_locate_the_chunk_in_its_document():
+    source = hit(1, text="Rotate the keys every ninety days.").model_copy(
+        update={"page": 3, "char_start": 120, "char_end": 154, "heading_path": ["Ops", "Keys"]}
+    )
+    events = list(
+        AnswerService(
+            RecordingRetriever([source]), ScriptedLlm(["Ninety days [1]."]), context_window_tokens=2048
+        ).answer(ALICE, AnswerRequest(question="q"))
+    )
+    [citation] = next(e for _, e in events if isinstance(e, CitationsEvent)).citations
+    assert (citation.document_id, citation.version, citation.ordinal, citation.title) == (
+        "doc1",
+        1,
+        0,
+        "Runbook 1",
+    )
+    assert (citation.heading_path, citation.page, citation.char_start, citation.char_end) == (
+        ["Ops", "Keys"],
+        3,
+        120,
+        154,
+    )
+
+
 def test_nothing_visible_answers_without_calling_the_model():
     llm = ScriptedLlm(["should not run"])
     events = list(

@@ -73,4 +73,7 @@ def citation_for(hit: SearchHit, marker: int) -> Citation:
         ordinal=hit.ordinal,
         title=hit.title,
         heading_path=hit.heading_path,
+        page=hit.page,
+        char_start=hit.char_start,
+        char_end=hit.char_end,
     )

@@ -12,11 +12,12 @@ the answer ends there, with its citations, `finish_reason: "interrupted"` and `d
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Protocol
 
 from pydantic import BaseModel
 
+from functions.context.domain.citations import MarkerFilter
 from functions.context.domain.errors import LlmFailed
 from functions.context.domain.extractive import extractive_answer
 from functions.context.domain.prompt import Prompt, build_prompt
@@ -67,12 +68,16 @@ class AnswerService:
         context_window_tokens: int,
         min_score: float | None = None,
         secondary_llm: LlmStream | None = None,
+        on_invented_citations: Callable[[int], None] = lambda count: None,
     ) -> None:
+        """`on_invented_citations`: told how many markers an answer cited that were not among its
+        sources (they are removed from the text); the wiring turns it into a metric."""
         self._retriever = retriever
         self._llm = llm
         self._secondary_llm = secondary_llm
         self._window = context_window_tokens
         self._min_score = min_score
+        self._on_invented = on_invented_citations
 
     def answer(self, principal: Principal, request: AnswerRequest) -> Iterator[AnswerEvent]:
         found = self._retriever.search(
@@ -117,6 +122,7 @@ class AnswerService:
         when the model failed before its first token (the caller tries the next one)."""
         done: DoneEvent | None = None
         tokens = 0
+        markers = MarkerFilter({citation.marker for citation in prompt.citations})
         stream = llm.stream(prompt.messages, max_tokens=max_tokens)
         try:
             for part in stream:
@@ -130,7 +136,8 @@ class AnswerService:
                     )
                 elif part.text:
                     tokens += 1
-                    yield "token", TokenEvent(text=part.text)
+                    if shown := markers.feed(part.text):
+                        yield "token", TokenEvent(text=shown)
         except LlmFailed as exc:
             if not tokens:
                 log.warning("LLM failed before answering (%s); falling back", exc.code)
@@ -146,6 +153,11 @@ class AnswerService:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()  # an abandoned answer closes the model connection: generation stops
+        if rest := markers.flush():
+            yield "token", TokenEvent(text=rest)
+        if markers.invented:
+            log.warning("removed citation markers with no source: %s", markers.invented)
+            self._on_invented(len(markers.invented))
         yield "citations", CitationsEvent(citations=prompt.citations)
         yield (
             "done",
