@@ -40,7 +40,10 @@ def test_any_split_into_tokens_gives_the_same_text(cuts, data):
     points = sorted({c % len(answer) for c in cuts})
     pieces = [answer[a:b] for a, b in zip([0, *points], [*points, len(answer)], strict=True)]
     assert filtered(pieces) == filtered([answer])
-    assert filtered([answer]) == ("Rotation happens every 90 days [1], per policy [2]; see [appendix] [3", [4, 5])
+    assert filtered([answer]) == (
+        "Rotation happens every 90 days [1], per policy [2]; see [appendix] [3",
+        [4, 5],
+    )
 
 
 def test_text_that_cannot_be_a_marker_is_never_held_back():
