@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     retrieve_function: str = "ragline-retrieve-invoke"
     lambda_endpoint_url: str | None = Field(default=None, description="Local Lambda Invoke emulator")
     context_window_tokens: int = 2048
+    llm_tokenizer: str | None = Field(
+        default=None,
+        description="Path to the LLM's tokenizer.json: prompts are packed in its tokens (else estimated "
+        "from characters, conservatively)",
+    )
     # Calibrated for all-MiniLM-L6-v2 on SciFact (docs/search.md): every one of 150 real questions has a
     # chunk at 0.34 or above; 27 of 30 off-topic questions have none at 0.3. Another model: measure again.
     answer_min_score: float | None = Field(

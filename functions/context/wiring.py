@@ -4,10 +4,12 @@ Each LLM endpoint gets its client, and so its circuit breaker, here: once per pr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 from functions.context.adapters.llm import EndpointLlm
 from functions.context.adapters.retriever import LambdaRetriever
+from functions.context.domain.prompt import estimate_tokens
 from functions.context.domain.service import AnswerService, LlmStream, Retriever
 from ragline import aws
 from ragline.endpoints.llm import llm_client
@@ -33,7 +35,16 @@ def build(
         context_window_tokens=settings.context_window_tokens,
         min_score=settings.answer_min_score,
         on_invented_citations=count_invented_citations,
+        count_tokens=llm_token_counter(settings),
     )
+
+
+def llm_token_counter(settings: Settings) -> Callable[[str], int]:
+    if settings.llm_tokenizer is None:
+        return estimate_tokens
+    from ragline.tokenizer import HfTokenCounter
+
+    return HfTokenCounter.from_file(settings.llm_tokenizer).count
 
 
 def count_invented_citations(count: int) -> None:

@@ -71,7 +71,7 @@ def _publisher(settings: Settings, events: Any) -> EventPublisher:
 
 
 def default_tokenizer(settings: Settings) -> TokenCounter:
-    from functions.ingest.adapters.tokenizer import HfTokenCounter
+    from ragline.tokenizer import HfTokenCounter
 
     if not settings.embedding_tokenizer:
         raise ValueError("RAGLINE_EMBEDDING_TOKENIZER must point at the embedding model's tokenizer.json")

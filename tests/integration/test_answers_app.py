@@ -28,7 +28,7 @@ class ExplodingLlm:
 
 @pytest.fixture
 def retriever():
-    return RecordingRetriever([hit(1), hit(2)])
+    return RecordingRetriever([hit(1), hit(2, "Old keys stay valid for one hour after rotation.")])
 
 
 def client_for(retriever, llm) -> TestClient:

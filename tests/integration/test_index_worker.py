@@ -16,7 +16,7 @@ import pytest
 from functions.index import wiring as index_wiring
 from functions.index.handlers import worker as index_worker
 from functions.ingest import wiring as ingest_wiring
-from functions.ingest.adapters.tokenizer import HfTokenCounter
+from ragline.tokenizer import HfTokenCounter
 from functions.ingest.handlers import api, status
 from functions.ingest.handlers import worker as ingest_worker
 from ragline.contracts import Chunk, ChunksReady, DocumentFailed, DocumentIndexed, EventMetadata, Principal

@@ -11,7 +11,7 @@ import pytest
 
 from functions.ingest import wiring
 from functions.ingest.adapters.documents_table import DynamoDocumentRepository
-from functions.ingest.adapters.tokenizer import HfTokenCounter
+from ragline.tokenizer import HfTokenCounter
 from functions.ingest.domain.ports import raw_key
 from functions.ingest.handlers import api, status, worker
 from ragline.contracts import (

@@ -30,7 +30,7 @@ from moto.server import ThreadedMotoServer
 
 from functions.ingest import wiring
 from functions.ingest.adapters.documents_table import DynamoDocumentRepository
-from functions.ingest.adapters.tokenizer import HfTokenCounter
+from ragline.tokenizer import HfTokenCounter
 from functions.ingest.handlers import api, object_created, worker
 from ragline.contracts import (
     CreateDocumentResponse,

@@ -2,16 +2,20 @@ import pytest
 
 from functions.context.domain.errors import LlmFailed
 from functions.context.domain.extractive import PREFACE, excerpt
-from functions.context.domain.prompt import SYSTEM_PROMPT, build_prompt, estimate_tokens
+from functions.context.domain.prompt import SYSTEM_PROMPT, build_prompt, distinct, estimate_tokens
 from functions.context.domain.service import NO_DOCUMENTS_ANSWER, AnswerService
-from ragline.contracts import AnswerRequest, CitationsEvent, DoneEvent, Principal, TokenEvent
+from ragline.contracts import AnswerRequest, CitationsEvent, DoneEvent, Principal, SearchHit, TokenEvent
 from tests.support.context_fakes import Delta, RecordingRetriever, ScriptedLlm, hit
 
 ALICE = Principal(user_id="alice", groups=frozenset({"engineering"}))
+SECOND = "Old keys stay valid for one hour after rotation."
 
 
 def test_answer_streams_tokens_then_citations_then_done():
-    retriever, llm = RecordingRetriever([hit(1), hit(2)]), ScriptedLlm(["Every ", "ninety ", "days [1]."])
+    retriever, llm = (
+        RecordingRetriever([hit(1), hit(2, SECOND)]),
+        ScriptedLlm(["Every ", "ninety ", "days [1]."]),
+    )
     events = list(
         AnswerService(retriever, llm, context_window_tokens=2048).answer(
             ALICE, AnswerRequest(question="How often?")
@@ -33,7 +37,7 @@ def test_invented_markers_are_removed_from_the_stream_and_counted():
     counted: list[int] = []
     llm = ScriptedLlm(["Every ninety days [", "1][", "4] (see [2", ", 9]).", " Done [7"])
     service = AnswerService(
-        RecordingRetriever([hit(1), hit(2)]),
+        RecordingRetriever([hit(1), hit(2, SECOND)]),
         llm,
         context_window_tokens=2048,
         on_invented_citations=counted.append,
@@ -271,3 +275,46 @@ def test_closing_the_answer_closes_the_model_stream():
 )
 def test_excerpts_end_at_a_sentence_or_a_word(text, limit, expected):
     assert excerpt(text, limit) == expected
+
+
+# --------------------------------------------------------------------------------------------
+# Context assembly: distinct chunks, reading order
+# --------------------------------------------------------------------------------------------
+
+
+def chunk_hit(document: str, start: int, end: int, text: str, ordinal: int = 0) -> SearchHit:
+    return hit(1, text=text).model_copy(
+        update={
+            "document_id": document,
+            "chunk_id": f"{document}:v1:{ordinal}",
+            "ordinal": ordinal,
+            "char_start": start,
+            "char_end": end,
+        }
+    )
+
+
+def test_a_chunk_mostly_inside_a_better_one_is_dropped_a_neighbour_is_kept():
+    best = chunk_hit("a", 100, 300, "Keys rotate every ninety days by the on-call engineer.", 1)
+    inside = chunk_hit("a", 150, 310, "by the on-call engineer using the vault tool.", 2)
+    neighbour = chunk_hit("a", 280, 480, "Old credentials remain valid for one hour.", 3)
+    other_document = chunk_hit("b", 150, 310, "Lunch is served from noon until two.", 0)
+    assert distinct([best, inside, neighbour, other_document]) == [best, neighbour, other_document]
+
+
+def test_near_duplicate_text_from_another_document_is_dropped():
+    text = "The backup service copies the database to the second region every night at two."
+    original = chunk_hit("a", 0, len(text), text)
+    copy = chunk_hit("b", 0, len(text) + 1, text + " ")
+    reworded = chunk_hit("c", 0, 60, "Backups of the database run nightly and go to another region.")
+    assert distinct([original, copy, reworded]) == [original, reworded]
+
+
+def test_sources_are_numbered_in_reading_order_documents_by_their_best_hit():
+    a_late = chunk_hit("a", 500, 600, "Escalate to the storage team after ninety seconds of lag.", 5)
+    b_only = chunk_hit("b", 0, 100, "The cafeteria serves lentil soup on Fridays.", 0)
+    a_early = chunk_hit("a", 0, 100, "Replication lag is measured every ten seconds.", 0)
+    prompt = build_prompt("q", [a_late, b_only, a_early], context_window=2048, max_tokens=64)
+    assert [(c.marker, c.chunk_id) for c in prompt.citations] == [(1, "a:v1:0"), (2, "a:v1:5"), (3, "b:v1:0")]
+    user = prompt.messages[1]["content"]
+    assert user.index("[1]") < user.index("Replication lag") < user.index("[2]") < user.index("Escalate")

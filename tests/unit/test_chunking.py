@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from functions.ingest.adapters.tokenizer import HfTokenCounter
+from ragline.tokenizer import HfTokenCounter
 from functions.ingest.domain.chunking import SPECIAL_TOKENS_MARGIN, Chunker, ChunkSpan
 from functions.ingest.domain.formats import markdown, plain_text
 from functions.ingest.domain.parsing import ParsedDocument, parse

@@ -9,7 +9,7 @@ from importlib.resources import files
 
 import pytest
 
-from functions.ingest.adapters.tokenizer import HfTokenCounter
+from ragline.tokenizer import HfTokenCounter
 from functions.ingest.domain.chunking import Chunker, ChunkSpan
 from functions.ingest.domain.errors import (
     ContentTypeMismatch,

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from functions.context.domain.citations import MarkerFilter
 from functions.context.domain.errors import LlmFailed
 from functions.context.domain.extractive import extractive_answer
-from functions.context.domain.prompt import Prompt, build_prompt
+from functions.context.domain.prompt import Prompt, build_prompt, estimate_tokens
 from ragline.contracts import (
     AnswerRequest,
     CitationsEvent,
@@ -69,6 +69,7 @@ class AnswerService:
         min_score: float | None = None,
         secondary_llm: LlmStream | None = None,
         on_invented_citations: Callable[[int], None] = lambda count: None,
+        count_tokens: Callable[[str], int] = estimate_tokens,
     ) -> None:
         """`on_invented_citations`: told how many markers an answer cited that were not among its
         sources (they are removed from the text); the wiring turns it into a metric."""
@@ -78,6 +79,7 @@ class AnswerService:
         self._window = context_window_tokens
         self._min_score = min_score
         self._on_invented = on_invented_citations
+        self._count_tokens = count_tokens  # in the LLM's own tokens when its tokenizer is configured
 
     def answer(self, principal: Principal, request: AnswerRequest) -> Iterator[AnswerEvent]:
         found = self._retriever.search(
@@ -105,6 +107,7 @@ class AnswerService:
             hits,
             context_window=self._window,
             max_tokens=request.max_tokens,
+            count_tokens=self._count_tokens,
         )
         models: list[tuple[LlmStream, DegradedReason | None]] = [(self._llm, None)]
         if self._secondary_llm is not None:

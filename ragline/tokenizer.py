@@ -1,4 +1,5 @@
-"""The embedding model's tokenizer as a `TokenCounter` (HuggingFace `tokenizers`, tokenizer.json)."""
+"""A model's tokenizer as a token counter (HuggingFace `tokenizers`, tokenizer.json): the embedding
+model's sizes chunks (ingest), the LLM's sizes prompts (context)."""
 
 from __future__ import annotations
 
