@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from ragline.contracts import FilterableFieldType
+from ragline.settings import Settings
+
+_DEFAULTS = Settings.model_construct()  # field defaults only: nothing read from the environment
 
 MODEL_NAMES = ("embedding", "llm")
 
@@ -51,11 +54,11 @@ class OpenSearchConfig(_Context):
 class KnnConfig(_Context):
     """The k-NN field's HNSW graph (reasons for the defaults: ragline/search/opensearch.py)."""
 
-    engine: Literal["faiss", "lucene"] = "faiss"
-    space_type: Literal["innerproduct", "cosinesimil"] = "innerproduct"
-    m: int = Field(default=16, ge=2, le=100)
-    ef_construction: int = Field(default=128, ge=2)
-    ef_search: int = Field(default=100, ge=2)
+    engine: Literal["faiss", "lucene"] = _DEFAULTS.knn_engine
+    space_type: Literal["innerproduct", "cosinesimil"] = _DEFAULTS.knn_space_type
+    m: int = Field(default=_DEFAULTS.knn_m, ge=2, le=100)
+    ef_construction: int = Field(default=_DEFAULTS.knn_ef_construction, ge=2)
+    ef_search: int = Field(default=_DEFAULTS.knn_ef_search, ge=2)
 
 
 class SearchConfig(_Context):
@@ -64,12 +67,13 @@ class SearchConfig(_Context):
     metadata_fields: dict[str, FilterableFieldType] = Field(
         default={}, description="Filterable metadata fields and their types (ragline/search/fields.py)"
     )
-    title_boost: float = Field(default=1.0, ge=0)
-    heading_boost: float = Field(default=1.0, ge=0)
-    fusion: Literal["rrf", "convex"] = "rrf"
-    rrf_k: int = Field(default=20, ge=1)
-    keyword_weight: float = Field(default=1.0, ge=0)
-    vector_weight: float = Field(default=1.0, ge=0)
+    # Defaults are ragline.settings' own, so a deployment and `make dev` search alike.
+    title_boost: float = Field(default=_DEFAULTS.title_boost, ge=0)
+    heading_boost: float = Field(default=_DEFAULTS.heading_boost, ge=0)
+    fusion: Literal["rrf", "convex"] = _DEFAULTS.hybrid_fusion
+    rrf_k: int = Field(default=_DEFAULTS.rrf_k, ge=1)
+    keyword_weight: float = Field(default=_DEFAULTS.hybrid_keyword_weight, ge=0)
+    vector_weight: float = Field(default=_DEFAULTS.hybrid_vector_weight, ge=0)
     knn: KnnConfig = KnnConfig()
 
     def settings(self) -> dict[str, str]:
