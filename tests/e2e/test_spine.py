@@ -165,6 +165,29 @@ def test_answer_streams_tokens_then_cites_the_document(http, alice, runbook):
     assert usage["prompt_tokens"] > 0 and 0 < usage["completion_tokens"] <= 48
 
 
+def test_tokens_arrive_while_the_answer_is_still_being_generated(http, alice, runbook):
+    """Read as a client reads a stream: each event timed as it arrives. A buffered response would
+    deliver every token at once, after the last was generated."""
+    arrivals: list[tuple[float, str]] = []
+    started = time.monotonic()
+    with http.stream(
+        "POST",
+        "/v1/answers",
+        headers={**alice, "Accept": "text/event-stream"},
+        json={"question": "Describe how Heliotrope rotates its database credentials.", "max_tokens": 64},
+    ) as response:
+        assert response.status_code == 200
+        for name, _ in parse_sse(response.iter_lines()):
+            arrivals.append((time.monotonic() - started, name))
+    tokens = [at for at, name in arrivals if name == "token"]
+    done = next(at for at, name in arrivals if name == "done")
+    assert len(tokens) >= 8, arrivals
+    # The model streams ~50-80 tokens/s here: 8+ tokens take 100 ms or more to generate, so the first
+    # must have arrived clearly before the last rather than together with it.
+    assert tokens[-1] - tokens[0] >= 0.05, arrivals
+    assert tokens[0] < done
+
+
 def test_answers_never_cite_what_the_user_cannot_see(http, bob, runbook):
     events = stream_answer(http, bob, "How often does Heliotrope rotate its database credentials?")
     citations = next(payload for name, payload in events if name == "citations")["citations"]
