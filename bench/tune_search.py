@@ -23,6 +23,7 @@ import httpx
 
 from functions.retrieve.domain.service import SearchService
 from ragline.contracts import FusionParams, Principal, SearchRequest
+from ragline.endpoints.embedding import EmbeddingClient, HttpEmbeddingTransport
 from ragline.evaluation import metrics
 from ragline.evaluation.beir import load
 from ragline.search.lance import LanceIndex
@@ -33,18 +34,18 @@ TABLE = "ragline-chunks"
 
 
 class CachedEmbedder:
-    """Each query embedded once by the platform's own embedding server."""
+    """Each query embedded once, by the platform's own embedding server through the platform's client."""
 
     def __init__(self, url: str) -> None:
-        self._http = httpx.Client(base_url=url, timeout=60)
+        self._client = EmbeddingClient(
+            HttpEmbeddingTransport(httpx.Client(timeout=60), url), truncate=True, dimension=384
+        )
         self._cache: dict[str, list[float]] = {}
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         missing = [t for t in texts if t not in self._cache]
         if missing:
-            response = self._http.post("/invocations", json={"inputs": missing, "truncate": True})
-            response.raise_for_status()
-            self._cache.update(zip(missing, response.json()["embeddings"], strict=True))
+            self._cache.update(zip(missing, self._client.embed(missing), strict=True))
         return [self._cache[t] for t in texts]
 
 
