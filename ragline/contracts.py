@@ -31,6 +31,8 @@ MetadataValue = str | int | float | bool
 CollectionName = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
 ]
+# Ids Ragline issues (new_id: 32 hex digits); the pattern keeps odd input out of keys and paths.
+ConversationId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 
 
 def utcnow() -> datetime:
@@ -222,6 +224,29 @@ class DocumentIndexed(EventDetail):
     version: int
     collection: str
     indexed_count: int
+
+
+class DocumentUpdated(EventDetail):
+    """A document's active version changed (the update saga switched it; issue 7 publishes it)."""
+
+    SOURCE: ClassVar[str] = "ragline.ingest"
+    DETAIL_TYPE: ClassVar[str] = "DocumentUpdated"
+
+    document_id: str
+    version: int
+    previous_version: int
+    collection: str
+
+
+class DocumentDeleted(EventDetail):
+    """A document and all its versions are gone (the delete saga finished; issue 7 publishes it)."""
+
+    SOURCE: ClassVar[str] = "ragline.ingest"
+    DETAIL_TYPE: ClassVar[str] = "DocumentDeleted"
+
+    document_id: str
+    version: int = Field(description="The version that was active when the delete began")
+    collection: str
 
 
 class IndexingStarted(EventDetail):
@@ -536,6 +561,16 @@ class AnswerRequest(Strict):
     top_k: int = Field(default=5, ge=1, le=20)
     collection: CollectionName | None = None
     max_tokens: int = Field(default=256, ge=1, le=2048)
+    conversation_id: ConversationId | None = Field(
+        default=None,
+        description="Continue this conversation (one of yours): the question is condensed with the history "
+        "into a standalone question before retrieval, the history goes into the prompt, and the turn is "
+        "added. Omitted: a new conversation starts; `done` carries its id",
+    )
+    cache: bool = Field(
+        default=True,
+        description="false: neither serve a cached answer nor store this one",
+    )
 
 
 class Citation(Strict):
@@ -584,11 +619,41 @@ DEGRADED_REASON = Field(
 )
 
 
+CACHED = Field(
+    default=False,
+    description="This answer was generated earlier for the same question over the same sources, which "
+    "this caller's own retrieval returned (so it can only cite chunks the caller may see); `usage` is 0",
+)
+STANDALONE_QUESTION = Field(
+    default=None,
+    description="A follow-up in a conversation, rewritten with its history into the question that "
+    "retrieval used; null on a conversation's first turn",
+)
+
+
+class AnswerTimings(Strict):
+    """Where the time of one answer went, in milliseconds from the request's start."""
+
+    condense_ms: float = Field(description="Rewriting a follow-up into a standalone question (0 if none)")
+    retrieval_ms: float
+    assembly_ms: float = Field(description="Deduplicating, packing and numbering the sources")
+    first_token_ms: float | None = Field(description="From the request's start to the first answer text")
+    generation_ms: float = Field(description="From the model call (or cache read) to its last token")
+    total_ms: float
+
+
 class DoneEvent(Strict):
     usage: Usage
     finish_reason: str = FINISH_REASON
     degraded: bool = DEGRADED
     degraded_reason: DegradedReason | None = DEGRADED_REASON
+    cached: bool = CACHED
+    conversation_id: str | None = Field(
+        default=None, description="Pass it as `conversation_id` to ask a follow-up"
+    )
+    turn: int | None = Field(default=None, description="This answer's turn in the conversation, from 1")
+    standalone_question: str | None = STANDALONE_QUESTION
+    timings: AnswerTimings | None = None
 
 
 class AnswerResponse(Strict):
@@ -600,6 +665,33 @@ class AnswerResponse(Strict):
     finish_reason: str = FINISH_REASON
     degraded: bool = DEGRADED
     degraded_reason: DegradedReason | None = DEGRADED_REASON
+    cached: bool = CACHED
+    conversation_id: str | None = None
+    turn: int | None = None
+    standalone_question: str | None = STANDALONE_QUESTION
+    timings: AnswerTimings | None = None
+
+
+class ConversationTurn(Strict):
+    turn: int = Field(ge=1)
+    question: str
+    standalone_question: str | None = STANDALONE_QUESTION
+    answer: str
+    citations: list[Citation]
+    finish_reason: str = FINISH_REASON
+    degraded: bool = DEGRADED
+    cached: bool = CACHED
+    created_at: datetime
+
+
+class Conversation(Strict):
+    """GET /v1/conversations/{id}: visible to its owner only (anyone else gets 404)."""
+
+    conversation_id: str
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime = Field(description="Conversations are deleted this long after their last turn")
+    turns: list[ConversationTurn]
 
 
 ANSWER_STREAM_EVENTS: dict[str, type[BaseModel]] = {

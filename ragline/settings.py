@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     parsed_bucket: str = "ragline-parsed"
     documents_table: str = "ragline-documents"
     collections_table: str = "ragline-collections"
+    conversations_table: str = "ragline-conversations"
+    answer_cache_table: str = "ragline-answer-cache"
     idempotency_table: str = "ragline-idempotency"
     idempotency_ttl_s: int = Field(
         default=24 * 3600, description="How long an Idempotency-Key replays its first response"
@@ -131,6 +133,18 @@ class Settings(BaseSettings):
         default=0.3,
         description="Cosine similarity the best retrieved chunk must reach for an answer to be generated "
         "(search's `min_score`); below it the answer is 'no relevant documents' without an LLM call",
+    )
+    conversation_ttl_days: int = Field(
+        default=30, ge=1, description="A conversation is deleted this long after its last turn"
+    )
+    conversation_max_turns: int = Field(
+        default=20,
+        ge=1,
+        le=50,
+        description="Turns one conversation may hold (one DynamoDB item keeps them all; 400 KB at most)",
+    )
+    answer_cache_ttl_s: int = Field(
+        default=86_400, ge=0, description="How long a cached answer is served; 0 turns the cache off"
     )
 
 

@@ -11,8 +11,10 @@ from typing import Any
 
 from ragline.contracts import (
     ChunksReady,
+    DocumentDeleted,
     DocumentFailed,
     DocumentIndexed,
+    DocumentUpdated,
     DocumentUploaded,
     IndexingStarted,
     UploadDeadline,
@@ -39,6 +41,7 @@ class IndexSpec:
 @dataclass(frozen=True)
 class TableSpec:
     name: str
+    context: str  # the bounded context that owns it: its stack creates it, only its functions use it
     partition_key: str
     sort_key: str | None = None
     ttl_attribute: str | None = None
@@ -59,18 +62,19 @@ class QueueSpec:
 class RouteSpec:
     method: str
     path: str
-    streaming: bool = False
 
 
 @dataclass(frozen=True)
 class FunctionSpec:
     name: str
     context: str
-    handler: str  # module.function for Lambda; module:app for the streaming ASGI app
+    handler: str  # module.function for Lambda; module:app for the ASGI app
     routes: tuple[RouteSpec, ...] = ()
     queue: str | None = None
     memory_mb: int = 512
     timeout_s: int = 30
+    # An ASGI app behind the Lambda Web Adapter in response_stream mode: every one of its routes is a
+    # streaming integration in AWS (a buffered one cannot read a streamed invocation).
     asgi: bool = False
 
 
@@ -125,6 +129,7 @@ TOPOLOGY = Topology(
         # documents newest first, all of them or one collection's (GET /v1/documents).
         TableSpec(
             name="documents",
+            context="ingest",
             partition_key="id",
             indexes=(
                 IndexSpec(name="by-tenant", partition_key="list_tenant", sort_key="list_order"),
@@ -132,9 +137,15 @@ TOPOLOGY = Topology(
             ),
         ),
         # Collections per tenant (`default` is implicit and never stored).
-        TableSpec(name="collections", partition_key="tenant_scope", sort_key="name"),
+        TableSpec(name="collections", context="ingest", partition_key="tenant_scope", sort_key="name"),
         # Idempotency-Key records of POST /v1/documents (Powertools idempotency), expired by TTL.
-        TableSpec(name="idempotency", partition_key="id", ttl_attribute="expiration"),
+        TableSpec(name="idempotency", context="ingest", partition_key="id", ttl_attribute="expiration"),
+        # Conversations of POST /v1/answers (one item holds the turns), expired by TTL after their last turn.
+        TableSpec(
+            name="conversations", context="context", partition_key="conversation_id", ttl_attribute="ttl"
+        ),
+        # Cached answers and each collection's current cache generation, expired by TTL.
+        TableSpec(name="answer-cache", context="context", partition_key="pk", ttl_attribute="ttl"),
     ),
     queues=(
         QueueSpec(name="ingest", visibility_timeout_s=360, batch_size=5, consumer_timeout_s=300),
@@ -142,6 +153,8 @@ TOPOLOGY = Topology(
         QueueSpec(name="ingest-status", visibility_timeout_s=60, batch_size=10, consumer_timeout_s=30),
         # S3 "Object Created" events of presigned uploads (each may hash up to max_document_bytes).
         QueueSpec(name="uploads", visibility_timeout_s=360, batch_size=5, consumer_timeout_s=300),
+        # Document changes that make cached answers stale (their collection's cache is invalidated).
+        QueueSpec(name="answer-cache", visibility_timeout_s=60, batch_size=10, consumer_timeout_s=30),
     ),
     rules=(
         RuleSpec(
@@ -168,6 +181,18 @@ TOPOLOGY = Topology(
             bus=DEFAULT_BUS,
             bucket="raw",
             key_prefix="raw/",
+        ),
+        RuleSpec(
+            name="index-outcome-to-answer-cache",
+            source=DocumentIndexed.SOURCE,
+            detail_types=(DocumentIndexed.DETAIL_TYPE,),
+            queue="answer-cache",
+        ),
+        RuleSpec(
+            name="document-changes-to-answer-cache",
+            source=DocumentUpdated.SOURCE,
+            detail_types=(DocumentUpdated.DETAIL_TYPE, DocumentDeleted.DETAIL_TYPE),
+            queue="answer-cache",
         ),
     ),
     functions=(
@@ -228,10 +253,19 @@ TOPOLOGY = Topology(
             name="context-answers",
             context="context",
             handler="functions.context.app:app",
-            routes=(RouteSpec("POST", "/v1/answers", streaming=True),),
+            routes=(
+                RouteSpec("POST", "/v1/answers"),
+                RouteSpec("GET", "/v1/conversations/{conversation_id}"),
+            ),
             asgi=True,
             memory_mb=1024,
             timeout_s=120,
+        ),
+        FunctionSpec(
+            name="context-cache-invalidation",
+            context="context",
+            handler="functions.context.handlers.cache_invalidation.handler",
+            queue="answer-cache",
         ),
     ),
 )

@@ -14,13 +14,17 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
+from starlette.exceptions import HTTPException
 
 from functions.context import wiring
+from functions.context.domain.errors import ConversationFull, ConversationNotFound
 from functions.context.domain.service import AnswerEvent, AnswerService
 from ragline.contracts import (
     AnswerRequest,
     AnswerResponse,
     CitationsEvent,
+    Conversation,
+    ConversationId,
     DoneEvent,
     ErrorBody,
     ErrorResponse,
@@ -117,14 +121,7 @@ def _collect(events: Iterator[AnswerEvent]) -> AnswerResponse:
     assert citations is not None and done is not None, (
         "the answer service always ends with citations and done"
     )
-    return AnswerResponse(
-        answer="".join(text),
-        citations=citations.citations,
-        usage=done.usage,
-        finish_reason=done.finish_reason,
-        degraded=done.degraded,
-        degraded_reason=done.degraded_reason,
-    )
+    return AnswerResponse(answer="".join(text), citations=citations.citations, **done.model_dump())
 
 
 def create_app(service: Callable[[], AnswerService] = wiring.service) -> FastAPI:
@@ -142,9 +139,23 @@ def create_app(service: Callable[[], AnswerService] = wiring.service) -> FastAPI
         logger.exception("answer failed")
         return error(500, getattr(exc, "code", "internal_error"), "The answer could not be produced.")
 
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        # Starlette's own refusals (no such route, wrong method) in the platform's error shape.
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error(exc.status_code, code, str(exc.detail))
+
     @app.exception_handler(Unauthorized)
     async def _unauthorized(_: Request, __: Unauthorized) -> JSONResponse:
         return error(401, "unauthorized", "Missing or invalid credentials.")
+
+    @app.exception_handler(ConversationNotFound)
+    async def _no_conversation(_: Request, exc: ConversationNotFound) -> JSONResponse:
+        return error(404, exc.code, "No conversation with this id belongs to you (it may have expired).")
+
+    @app.exception_handler(ConversationFull)
+    async def _full(_: Request, exc: ConversationFull) -> JSONResponse:
+        return error(409, exc.code, "This conversation has as many turns as it may hold: start a new one.")
 
     @app.post(
         "/v1/answers",
@@ -155,16 +166,29 @@ def create_app(service: Callable[[], AnswerService] = wiring.service) -> FastAPI
                 "content": {"text/event-stream": {"example": STREAM_EXAMPLE}},
             },
             401: {"model": ErrorResponse},
+            404: {"model": ErrorResponse, "description": "`conversation_not_found`"},
+            409: {"model": ErrorResponse, "description": "`conversation_full`"},
             422: {"model": ErrorResponse},
         },
     )
     async def answers(body: AnswerRequest, request: Request):  # noqa: ANN202 (SSE or JSON)
         principal = principal_of(request)
-        events = service().answer(principal, body)
+        # Reads the conversation (a table call): refusals become 4xx before the stream starts.
+        events = await anyio.to_thread.run_sync(service().answer, principal, body)
         accept = request.headers.get("accept", "")
         if "application/json" in accept and "text/event-stream" not in accept:
             return await anyio.to_thread.run_sync(_collect, events)
         return EventSourceResponse(_sse(events), ping=15)
+
+    @app.get(
+        "/v1/conversations/{conversation_id}",
+        response_model=Conversation,
+        responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
+    )
+    async def conversation(conversation_id: ConversationId, request: Request) -> Conversation:
+        """A conversation's turns with their citations, to its owner; 404 to anyone else."""
+        principal = principal_of(request)
+        return await anyio.to_thread.run_sync(service().conversation, principal, conversation_id)
 
     return app
 

@@ -174,7 +174,12 @@ def test_tokens_arrive_while_the_answer_is_still_being_generated(http, alice, ru
         "POST",
         "/v1/answers",
         headers={**alice, "Accept": "text/event-stream"},
-        json={"question": "Describe how Heliotrope rotates its database credentials.", "max_tokens": 64},
+        # Not from the cache: a cached answer is replayed at once, which is the point of it.
+        json={
+            "question": "Describe how Heliotrope rotates its database credentials.",
+            "max_tokens": 64,
+            "cache": False,
+        },
     ) as response:
         assert response.status_code == 200
         for name, _ in parse_sse(response.iter_lines()):

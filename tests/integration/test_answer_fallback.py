@@ -26,7 +26,7 @@ from ragline.endpoints import State
 from ragline.endpoints.llm import llm_client
 from ragline.local.harness import ModelServer, free_port
 from ragline.settings import Settings
-from tests.support.context_fakes import RecordingRetriever, hit
+from tests.support.context_fakes import MemoryCache, MemoryConversations, RecordingRetriever, hit
 from tests.support.sse import parse_sse
 
 CONTEXT = {"x-amzn-request-context": json.dumps({"authorizer": {"claims": {"sub": "alice"}}})}
@@ -58,7 +58,13 @@ class Answers:
 
     def __init__(self, settings: Settings) -> None:
         self.llm = llm_client(settings)
-        service = wiring.build(settings, retriever=RecordingRetriever(HITS), llm=EndpointLlm(self.llm))
+        service = wiring.build(
+            settings,
+            retriever=RecordingRetriever(HITS),
+            llm=EndpointLlm(self.llm),
+            conversations=MemoryConversations(),
+            cache=MemoryCache(),
+        )
         self._http = TestClient(create_app(lambda: service))
 
     def stream(self, max_tokens: int = 12) -> list[tuple[str, Any]]:
@@ -150,7 +156,13 @@ def test_the_secondary_llm_answers_while_the_primary_is_down(llm_server: LlmServ
     down = f"http://127.0.0.1:{free_port()}"
     settings = settings_for(down, open_s=30, secondary=llm_server.url, minimum_calls=1)
     primary = llm_client(settings)
-    service = wiring.build(settings, retriever=RecordingRetriever(HITS), llm=EndpointLlm(primary))
+    service = wiring.build(
+        settings,
+        retriever=RecordingRetriever(HITS),
+        llm=EndpointLlm(primary),
+        conversations=MemoryConversations(),
+        cache=MemoryCache(),
+    )
     app = TestClient(create_app(lambda: service))
 
     for _ in range(2):  # the primary refuses, then its circuit is open

@@ -13,7 +13,7 @@ from functions.context.adapters.llm import EndpointLlm
 from functions.context.app import create_app
 from functions.context.domain.service import AnswerService
 from ragline.endpoints import HttpLlmTransport, LlmClient
-from tests.support.context_fakes import RecordingRetriever, ScriptedLlm, hit
+from tests.support.context_fakes import MemoryConversations, RecordingRetriever, ScriptedLlm, hit
 from tests.support.sse import parse_sse
 
 CLAIMS = {"sub": "alice", "cognito:groups": "eng,ops"}
@@ -141,3 +141,62 @@ def test_a_healthy_answer_says_it_is_not_degraded(retriever):
         .json()
     )
     assert (body["degraded"], body["degraded_reason"]) == (False, None)
+
+
+BOB = {
+    "x-amzn-request-context": json.dumps({"authorizer": {"claims": {"sub": "bob", "cognito:groups": "eng"}}})
+}
+
+
+def conversation_client(retriever, llm) -> TestClient:
+    service = AnswerService(retriever, llm, context_window_tokens=2048, conversations=MemoryConversations())
+    return TestClient(create_app(lambda: service))
+
+
+def test_a_conversation_is_read_back_by_its_owner_only(retriever):
+    client = conversation_client(retriever, ScriptedLlm(["Ninety ", "days [1]."]))
+    answer = client.post(
+        "/v1/answers", json={"question": "How often?"}, headers={**CONTEXT, "accept": "application/json"}
+    ).json()
+    conversation_id = answer["conversation_id"]
+
+    mine = client.get(f"/v1/conversations/{conversation_id}", headers=CONTEXT)
+    theirs = client.get(f"/v1/conversations/{conversation_id}", headers=BOB)
+
+    assert mine.status_code == 200
+    [turn] = mine.json()["turns"]
+    assert turn["answer"] == "Ninety days [1]." and turn["citations"] == answer["citations"]
+    assert theirs.status_code == 404 and theirs.json()["error"]["code"] == "conversation_not_found"
+    # Someone else's id cannot be continued either; the refusal comes before any stream starts.
+    follow_up = client.post(
+        "/v1/answers", json={"question": "And?", "conversation_id": conversation_id}, headers=BOB
+    )
+    assert follow_up.status_code == 404 and follow_up.json()["error"]["code"] == "conversation_not_found"
+
+
+def test_a_full_conversation_is_409(retriever):
+    service = AnswerService(
+        retriever,
+        ScriptedLlm(["ok"]),
+        context_window_tokens=2048,
+        conversations=MemoryConversations(),
+        max_turns=1,
+    )
+    client = TestClient(create_app(lambda: service))
+    json_answer = {**CONTEXT, "accept": "application/json"}
+    conversation_id = client.post("/v1/answers", json={"question": "q"}, headers=json_answer).json()[
+        "conversation_id"
+    ]
+
+    response = client.post(
+        "/v1/answers", json={"question": "q2", "conversation_id": conversation_id}, headers=CONTEXT
+    )
+
+    assert response.status_code == 409 and response.json()["error"]["code"] == "conversation_full"
+
+
+@pytest.mark.parametrize("conversation_id", ["../../etc/passwd", "not-an-id", "A" * 32])
+def test_a_malformed_conversation_id_is_a_client_error(retriever, conversation_id):
+    client = conversation_client(retriever, ScriptedLlm(["ok"]))
+    response = client.get(f"/v1/conversations/{conversation_id}", headers=CONTEXT)
+    assert 400 <= response.status_code < 500 and "error" in response.json()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from functions.context.domain.errors import ConversationFull, ConversationNotFound
+from functions.context.domain.ports import CachedAnswer, StoredConversation
 from ragline.contracts import Principal, SearchHit, SearchRequest, SearchResponse, Usage
 
 
@@ -56,3 +58,51 @@ class ScriptedLlm:
         self.prompts.append(messages)
         yield from (Delta(t) for t in self.tokens)
         yield Done("stop", Usage(prompt_tokens=42, completion_tokens=len(self.tokens)))
+
+
+class MemoryConversations:
+    """The ConversationStore protocol in a dict, with the DynamoDB adapter's rules (tested against
+    each other in tests/integration/test_context_stores.py)."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, StoredConversation] = {}
+
+    def get(self, conversation_id: str) -> StoredConversation | None:
+        return self.items.get(conversation_id)
+
+    def append(self, conversation_id, owner, turn, *, expires_at, max_turns) -> None:
+        stored = self.items.get(conversation_id)
+        if stored is None:
+            self.items[conversation_id] = StoredConversation(
+                conversation_id, owner, turn.created_at, turn.created_at, expires_at, [turn]
+            )
+            return
+        if stored.owner != owner:
+            raise ConversationNotFound(conversation_id)
+        if len(stored.turns) >= max_turns:
+            raise ConversationFull(conversation_id)
+        self.items[conversation_id] = replace(
+            stored, updated_at=turn.created_at, expires_at=expires_at, turns=[*stored.turns, turn]
+        )
+
+
+class MemoryCache:
+    """The AnswerCache protocol in dicts: generations per collection and an all-collections one."""
+
+    def __init__(self) -> None:
+        self.generations: dict[str, int] = {}
+        self.entries: dict[tuple[str, str], CachedAnswer] = {}
+
+    def scope(self, collection: str | None) -> str:
+        name = collection or "*"
+        return f"{name}#{self.generations.get(name, 0)}"
+
+    def get(self, scope: str, key: str) -> CachedAnswer | None:
+        return self.entries.get((scope, key))
+
+    def put(self, scope: str, key: str, answer: CachedAnswer) -> None:
+        self.entries[(scope, key)] = answer
+
+    def invalidate(self, collection: str) -> None:
+        for name in (collection, "*"):
+            self.generations[name] = self.generations.get(name, 0) + 1

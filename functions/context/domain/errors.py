@@ -11,3 +11,16 @@ class LlmFailed(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.retryable = retryable
+
+
+class ConversationNotFound(Exception):
+    """No such conversation for this caller: absent, expired, or someone else's (indistinguishable on
+    purpose, so ids cannot be probed)."""
+
+    code = "conversation_not_found"
+
+
+class ConversationFull(Exception):
+    """The conversation holds the most turns it may; the caller starts a new one."""
+
+    code = "conversation_full"
