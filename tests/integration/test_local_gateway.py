@@ -10,7 +10,7 @@ from starlette.testclient import TestClient
 from ragline.local.gateway import create_gateway, create_lambda_api
 from ragline.local.idp import LocalIdentityProvider
 from ragline.local.lambda_runtime import LocalFunction
-from ragline.topology import FunctionSpec
+from ragline.topology import TOPOLOGY, FunctionSpec
 
 
 def echo(event, context):
@@ -81,6 +81,40 @@ def test_streaming_route_gets_claims_and_drops_a_spoofed_context(client, idp):
     )
     claims = response.json()["context"]["authorizer"]["claims"]
     assert claims["sub"] == "alice" and claims["cognito:groups"] == "eng"
+
+
+def test_every_route_of_an_asgi_function_reaches_its_app_behind_the_authorizer(idp):
+    """Each route of an ASGI function goes to its one app (as serve_platform wires them from the
+    topology), which routes the unchanged path itself: GET /v1/conversations/{id} as POST /v1/answers."""
+    from fastapi import FastAPI, Request
+
+    app = FastAPI()
+
+    def context(request: Request) -> dict:
+        return json.loads(request.headers["x-amzn-request-context"])
+
+    @app.get("/v1/conversations/{conversation_id}")
+    async def conversation(conversation_id: str, request: Request) -> dict:
+        return {"conversation_id": conversation_id, "context": context(request)}
+
+    @app.post("/v1/answers")
+    async def answers(request: Request) -> dict:
+        return {"context": context(request)}
+
+    spec = TOPOLOGY.function("context-answers")
+    assert spec.asgi and ("GET", "/v1/conversations/{conversation_id}") in {
+        (r.method, r.path) for r in spec.routes
+    }
+    client = TestClient(create_gateway(idp, [], [(r.method, r.path, app) for r in spec.routes]))
+
+    assert client.get("/v1/conversations/c-1").status_code == 401
+    token = bearer(idp.issue("alice", ["eng"], tenant="acme"))
+    got = client.get("/v1/conversations/c-1", headers=token).json()
+    assert got["conversation_id"] == "c-1"
+    assert got["context"]["resourcePath"] == "/v1/conversations/{conversation_id}"
+    assert got["context"]["authorizer"]["claims"]["custom:tenant"] == "acme"
+    assert client.post("/v1/answers", headers=token).json()["context"]["resourcePath"] == "/v1/answers"
+    assert client.delete("/v1/conversations/c-1", headers=token).status_code == 405  # no DELETE route
 
 
 def test_jwks_publishes_the_verification_key(client, idp):

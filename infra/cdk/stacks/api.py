@@ -1,8 +1,10 @@
 """The public HTTPS API: a REST API whose resources and methods come from the topology's routes.
 
 Every method is behind the Cognito user pool authorizer (the ID token's `cognito:groups` and
-`custom:tenant` claims decide what a caller may see; see ragline.identity). Routes marked
-`streaming` use API Gateway response streaming into Lambda's InvokeWithResponseStream.
+`custom:tenant` claims decide what a caller may see; see ragline.identity). Every route of an ASGI
+function uses API Gateway response streaming into Lambda's InvokeWithResponseStream: the Lambda Web
+Adapter runs in response_stream mode, which a buffered integration cannot read, so streaming follows
+from `FunctionSpec.asgi` rather than from each route.
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ class ApiStack(Stack):
 
     def _route(self, route: RouteSpec, fn: RaglineFunction) -> apigateway.Method:
         resource = self.api.root.resource_for_path(route.path.lstrip("/"))
-        if route.streaming:
+        if fn.spec.asgi:
             # Streaming integrations may run up to the function's timeout (buffered ones stop at 29 s).
             integration = apigateway.LambdaIntegration(
                 fn.function,

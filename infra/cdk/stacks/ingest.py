@@ -1,6 +1,6 @@
-"""Ingest: the raw and parsed buckets, the documents table and the ingest functions.
+"""Ingest: the raw and parsed buckets, the ingest context's tables and the ingest functions.
 
-Only this context writes the buckets and the documents table. The raw bucket also takes presigned
+Only this context writes the buckets and its tables. The raw bucket also takes presigned
 uploads straight from clients (CORS allows browsers to PUT) and sends its events to EventBridge;
 the default bus's rule for them lives here because its pattern names the bucket.
 """
@@ -17,12 +17,13 @@ from constructs import Construct
 
 from infra.cdk.config import DeployConfig
 from infra.cdk.constructs.function import RaglineFunction, context_functions
+from infra.cdk.constructs.table import context_tables
 from infra.cdk.environment import env, var
 from infra.cdk.naming import pascal, rule_name
 from infra.cdk.packaging import TOKENIZER_PATH
 from infra.cdk.stacks.platform import PlatformStack
 from ragline.contracts import ChunksReady, UploadDeadline
-from ragline.topology import BUCKETS, POINT_TO_POINT, TOPOLOGY, RouteSpec, RuleSpec, TableSpec
+from ragline.topology import BUCKETS, POINT_TO_POINT, TOPOLOGY, RouteSpec, RuleSpec
 
 CONTEXT = "ingest"
 # Buckets whose events a topology rule routes: clients upload into them with presigned PUTs.
@@ -73,9 +74,7 @@ class IngestStack(Stack):
             )
             for name in BUCKETS
         }
-        self.tables: dict[str, dynamodb.Table] = {
-            spec.name: self._table(spec, config) for spec in TOPOLOGY.tables
-        }
+        self.tables: dict[str, dynamodb.Table] = context_tables(self, CONTEXT, config)
 
         index_queue = platform.queues[POINT_TO_POINT[ChunksReady.DETAIL_TYPE]]
         environment = {
@@ -143,27 +142,3 @@ class IngestStack(Stack):
             ),
             targets=[targets.SqsQueue(queue)],
         )
-
-    def _table(self, spec: TableSpec, config: DeployConfig) -> dynamodb.Table:
-        string = dynamodb.AttributeType.STRING
-        table = dynamodb.Table(
-            self,
-            f"{pascal(spec.name)}Table",
-            partition_key=dynamodb.Attribute(name=spec.partition_key, type=string),
-            sort_key=dynamodb.Attribute(name=spec.sort_key, type=string) if spec.sort_key else None,
-            time_to_live_attribute=spec.ttl_attribute,
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            encryption=dynamodb.TableEncryption.AWS_MANAGED,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            removal_policy=config.cdk_removal_policy,
-        )
-        for index in spec.indexes:
-            table.add_global_secondary_index(
-                index_name=index.name,
-                partition_key=dynamodb.Attribute(name=index.partition_key, type=string),
-                sort_key=dynamodb.Attribute(name=index.sort_key, type=string) if index.sort_key else None,
-                projection_type=dynamodb.ProjectionType.ALL,
-            )
-        return table
