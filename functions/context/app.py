@@ -92,7 +92,10 @@ async def _in_thread(events: Iterator[AnswerEvent]) -> AsyncIterator[AnswerEvent
         while (item := await anyio.to_thread.run_sync(next, events, None)) is not None:
             yield item
     finally:
-        await anyio.to_thread.run_sync(events.close)
+        # On a disconnect this runs in a cancelled scope: unshielded, the close would be cancelled
+        # before it started, and generation would stop only when the generator was collected.
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(events.close)
 
 
 async def _sse(events: Iterator[AnswerEvent]) -> AsyncIterator[dict[str, str]]:

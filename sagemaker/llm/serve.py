@@ -17,6 +17,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -76,6 +77,12 @@ def resolve_model(env: dict[str, str]) -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / BUNDLED_GGUF
 
 
+# Stands in for message content while the chat template renders: private-use characters, which no
+# template writes. A template that transforms content (`| trim`) sees the placeholder, so content is
+# tokenized as it was sent.
+_PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")
+
+
 @dataclass(frozen=True)
 class Invocation:
     """A validated invocation."""
@@ -128,6 +135,16 @@ class Generator:
             bos_token=self._token_text(self.llm.token_bos()),
             add_generation_prompt=True,
         )
+        # Control tokens (turn markers, end of text) by their text, and a pattern that finds them in the
+        # rendered template, longest first so that none hides another.
+        self._controls = {
+            text: token
+            for token in range(llama_cpp.llama_vocab_n_tokens(self._vocab))
+            if llama_cpp.llama_vocab_is_control(self._vocab, token) and (text := self._token_text(token))
+        }
+        self._control_text = re.compile(
+            "(" + "|".join(re.escape(t) for t in sorted(self._controls, key=len, reverse=True)) + ")"
+        )
         self._lock = threading.Lock()
 
     def _token_text(self, token: int) -> str:
@@ -136,47 +153,89 @@ class Generator:
         )
 
     def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
-        """The chat-templated prompt, tokenized the way llama-cpp's own chat completion does it."""
-        formatted = self._formatter(messages=messages)
-        return self.llm.tokenize(
-            formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
-        )
+        """The chat-templated prompt in tokens, where only the template can write control tokens.
+
+        llama-cpp's own chat completion tokenizes the whole prompt with special tokens parsed, content
+        included, so a message (a quoted document) containing `<|im_end|><|im_start|>system` would close
+        its turn and open a system turn. Here the template is rendered with a placeholder for each
+        content; the template's control-token texts become control tokens, and everything between them,
+        content included, is tokenized as plain text in one piece, as llama.cpp does with the text
+        between special tokens: ordinary content gets exactly the tokens it got before."""
+        placeholders = [{**m, "content": f"\ue000{i}\ue001"} for i, m in enumerate(messages)]
+        formatted = self._formatter(messages=placeholders)
+        tokens = self.llm.tokenize(b"", add_bos=not formatted.added_special, special=False)
+        text = ""  # plain text since the last control token
+        for i, part in enumerate(_PLACEHOLDER.split(formatted.prompt)):  # template, index, template, ...
+            if i % 2:
+                text += messages[int(part)]["content"]
+                continue
+            for j, piece in enumerate(self._control_text.split(part) if self._controls else [part]):
+                if j % 2:  # a control token the template wrote
+                    tokens += self._plain_tokens(text) + [self._controls[piece]]
+                    text = ""
+                else:
+                    text += piece
+        return tokens + self._plain_tokens(text)
+
+    def _plain_tokens(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) if text else []
 
     def generate(
         self, prompt: list[int], *, max_tokens: int, temperature: float, stop: list[str]
     ) -> Iterator[dict[str, Any]]:
         """Yields {"type": "token"} events as tokens are sampled, then one {"type": "done"} event.
 
-        Closing the iterator (the client went away) stops sampling and frees the model."""
+        Closing the iterator (the client went away) stops sampling and frees the model. Each generation
+        is logged once it ends, with its outcome (`stop`, `length`, `cancelled` when the client went
+        away, `failed`) and token counts: the operator's view of what the model did for each request."""
         budget = min(max_tokens, self.n_ctx - len(prompt))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending = ""
         completion = 0
         finish_reason = "length"
         stopped_by_sequence = False
-        with self._lock:
-            for token in self.llm.generate(
-                prompt, temp=temperature, repeat_penalty=self.repeat_penalty, reset=True
-            ):
-                if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                    finish_reason = "stop"
-                    break
-                completion += 1
-                pending += decoder.decode(self.llm.detokenize([token]))
-                if hit := _first_stop(pending, stop):
-                    pending = pending[: hit[0]]
-                    finish_reason, stopped_by_sequence = "stop", True
-                    break
-                held = _stop_prefix_length(pending, stop)
-                if emit := pending[: len(pending) - held]:
-                    yield {"type": "token", "text": emit}
-                    pending = pending[len(emit) :]
-                if completion >= budget:
-                    break
-            if not stopped_by_sequence:
-                pending += decoder.decode(b"", final=True)
-            if pending:
-                yield {"type": "token", "text": pending}
+        queued = started = time.perf_counter()
+        outcome = "cancelled"  # stays so when the consumer closes this iterator at a yield
+        try:
+            with self._lock:
+                started = time.perf_counter()
+                for token in self.llm.generate(
+                    prompt, temp=temperature, repeat_penalty=self.repeat_penalty, reset=True
+                ):
+                    if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                        finish_reason = "stop"
+                        break
+                    completion += 1
+                    pending += decoder.decode(self.llm.detokenize([token]))
+                    if hit := _first_stop(pending, stop):
+                        pending = pending[: hit[0]]
+                        finish_reason, stopped_by_sequence = "stop", True
+                        break
+                    held = _stop_prefix_length(pending, stop)
+                    if emit := pending[: len(pending) - held]:
+                        yield {"type": "token", "text": emit}
+                        pending = pending[len(emit) :]
+                    if completion >= budget:
+                        break
+                if not stopped_by_sequence:
+                    pending += decoder.decode(b"", final=True)
+                if pending:
+                    yield {"type": "token", "text": pending}
+            outcome = finish_reason
+        except Exception:
+            outcome = "failed"
+            raise
+        finally:
+            log.info(
+                "generation ended: outcome=%s prompt_tokens=%d completion_tokens=%d max_tokens=%d "
+                "queued_s=%.2f generating_s=%.2f",
+                outcome,
+                len(prompt),
+                completion,
+                max_tokens,
+                started - queued,
+                time.perf_counter() - started,
+            )
         yield {
             "type": "done",
             "finish_reason": finish_reason,

@@ -86,7 +86,9 @@ def build_prompt(
     for marker, hit in enumerate(reading_order(chosen), start=1):
         sources.append(f"[{marker}] {quote_heading(heading_of(hit))}\n<<<\n{quote_text(hit.text)}\n>>>")
         citations.append(citation_for(hit, marker))
-    user = "Sources:\n\n" + "\n\n".join(sources) + f"\n\nQuestion: {question}"
+    # The question and history are inert too: a server that parses control tokens in content (vLLM,
+    # TGI) would otherwise let them, or an earlier answer that echoed one, open a turn.
+    user = "Sources:\n\n" + "\n\n".join(sources) + f"\n\nQuestion: {quote_text(question)}"
     return Prompt(
         messages=[
             {"role": "system", "content": SYSTEM_PROMPT},
@@ -108,8 +110,8 @@ def recent_history(
     kept: list[dict[str, str]] = []
     for turn in reversed(history):
         pair = [
-            {"role": "user", "content": turn.question},
-            {"role": "assistant", "content": _MARKERS.sub("", turn.answer)},
+            {"role": "user", "content": quote_text(turn.question)},
+            {"role": "assistant", "content": quote_text(_MARKERS.sub("", turn.answer))},
         ]
         cost = sum(count_tokens(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in pair)
         if cost > budget:
@@ -138,7 +140,11 @@ def condense_messages(
     for message in recent_history(history, budget, count_tokens):
         speaker = "User" if message["role"] == "user" else "Assistant"
         lines.append(f"{speaker}: {message['content']}")
-    user = "Conversation:\n" + "\n".join(lines) + f"\n\nLast question: {question}\n\nStandalone question:"
+    user = (
+        "Conversation:\n"
+        + "\n".join(lines)
+        + f"\n\nLast question: {quote_text(question)}\n\nStandalone question:"
+    )
     return [{"role": "system", "content": CONDENSE_PROMPT}, {"role": "user", "content": user}]
 
 
