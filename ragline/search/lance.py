@@ -7,6 +7,9 @@
 - Vectors: exact cosine search. score = 1 - cosine distance = cosine similarity, the scale the
   OpenSearch adapter reports too.
 - Filters are SQL `WHERE` clauses applied as pre-filters, so k visible rows come back when k exist.
+  Every search also requires `active = TRUE` (a version written inactive by the update saga stays
+  out of results until `set_active`); a table from before the column gains it in `ensure_index`,
+  every existing row active.
   Each declared metadata field (ragline.search.fields) has its own typed column, so a number range
   compares numbers and a date range compares instants; the `metadata` JSON column rebuilds
   Chunk.metadata. A table from before a field was declared gains its column in `ensure_index`, and
@@ -83,6 +86,7 @@ def schema(dimension: int) -> pa.Schema:
             pa.field("tenant", pa.string(), nullable=True),
             pa.field("metadata", pa.string(), nullable=False),  # JSON object, rebuilds Chunk.metadata
             pa.field("vector", pa.list_(pa.float32(), dimension)),
+            pa.field("active", pa.bool_(), nullable=False),  # searches see active rows only
         ]
     )
 
@@ -139,10 +143,14 @@ def condition_clause(condition: Condition, columns: set[str]) -> str:
 
 
 def where_clause(flt: SearchFilter, columns: set[str]) -> str:
-    """The caller's visibility and scoping as one SQL predicate. Never called with empty groups."""
+    """The caller's visibility and scoping as one SQL predicate, active rows only (a table from
+    before the `active` column, not yet evolved by a writer, has only active rows). Never called with
+    empty groups."""
     groups = ", ".join(sql_string(g) for g in sorted(flt.groups_any))
     parts = [f"array_has_any(allowed_groups, [{groups}])"]
     parts.append("tenant IS NULL" if flt.tenant is None else f"tenant = {sql_string(flt.tenant)}")
+    if "active" in columns:
+        parts.append("active = TRUE")
     if flt.collection is not None:
         parts.append(f"collection = {sql_string(flt.collection)}")
     parts.extend(f"({condition_clause(c, columns)})" for c in flt.conditions)
@@ -184,13 +192,16 @@ class LanceIndex:
     # ---------------------------------------------------------------------------------- schema
 
     def ensure_index(self) -> None:
-        """Create the table if missing, add the columns of newly declared fields (null until
-        `reindex` fills them from each row's metadata) and any missing index."""
+        """Create the table if missing, add the `active` column to a table from before it (every
+        existing row active), the columns of newly declared fields (null until `reindex` fills them
+        from each row's metadata) and any missing index."""
         try:
             table = self._db.open_table(self._name)
         except (FileNotFoundError, ValueError):
             full = pa.schema([*self._schema, *self._typed.values()])
             table = self._db.create_table(self._name, schema=full, exist_ok=True)
+        if "active" not in table.schema.names:
+            table.add_columns({"active": "TRUE"})  # a SQL expression: a non-null column, all true
         present = set(table.schema.names)
         missing = [column for column in self._typed.values() if column.name not in present]
         if missing:
@@ -221,6 +232,7 @@ class LanceIndex:
                 "allowed_groups": LabelList(),  # array_has_any: the ACL on every query
                 "tenant": Bitmap(),
                 "collection": Bitmap(),
+                "active": Bitmap(),  # `active = TRUE` on every query
                 "chunk_id": BTree(),  # merge_insert's join key
                 "document_id": BTree(),  # delete_document
             }
@@ -292,7 +304,10 @@ class LanceIndex:
         # (they are left null) and has its typed columns in the order they were added.
         rows = pa.Table.from_pylist([self._row(item) for item in items], schema=table.schema)
         table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
-        self._unoptimized += len(items)
+        self._wrote(len(items))
+
+    def _wrote(self, rows: int) -> None:
+        self._unoptimized += rows
         if self._unoptimized >= self._optimize_after:
             self.optimize()
 
@@ -302,14 +317,30 @@ class LanceIndex:
         table.optimize()
         self._unoptimized = 0
 
+    def set_active(self, document_id: str, version: int, active: bool) -> int:
+        """Rewrites the version's rows with the flag (the rewritten rows are searched flat until the
+        next optimize, like new ones), so the next search sees the change."""
+        where = _version_predicate(document_id, version)
+        updated = self._writable().update(where=where, values={"active": active}).rows_updated
+        self._wrote(updated)
+        return updated
+
     def delete_document(self, document_id: str, version: int | None = None) -> int:
         table = self._readable()
         if table is None:
             return 0
-        predicate = f"document_id = {sql_string(document_id)}"
-        if version is not None:
-            predicate += f" AND version = {int(version)}"
-        return table.delete(predicate).num_deleted_rows
+        return table.delete(_version_predicate(document_id, version)).num_deleted_rows
+
+    def count(self, document_id: str, version: int | None = None, *, active: bool | None = None) -> int:
+        table = self._readable()
+        if table is None:
+            return 0
+        predicate = _version_predicate(document_id, version)
+        if active is not None and "active" in table.schema.names:
+            predicate += f" AND active = {'TRUE' if active else 'FALSE'}"
+        elif active is False:  # a table from before the column: every row is active
+            return 0
+        return table.count_rows(predicate)
 
     # ---------------------------------------------------------------------------------- reads
 
@@ -347,7 +378,8 @@ class LanceIndex:
     # ------------------------------------------------------------------------------------------
 
     def _columns(self) -> list[str]:
-        return [name for name in self._schema.names if name != "vector"]
+        """What a hit reads: the Chunk's columns (a table not yet evolved may lack `active`)."""
+        return [name for name in self._schema.names if name not in ("vector", "active")]
 
     def _writable(self) -> Table:
         if not self._ensured:
@@ -388,9 +420,15 @@ class LanceIndex:
                 "chunk_id": chunk.chunk_id,
                 "metadata": json.dumps(chunk.metadata, ensure_ascii=False),
                 "vector": [float(x) for x in item.vector],
+                "active": item.active,
             }
             | self._typed_values(chunk.metadata)
         )
+
+
+def _version_predicate(document_id: str, version: int | None) -> str:
+    predicate = f"document_id = {sql_string(document_id)}"
+    return predicate if version is None else f"{predicate} AND version = {int(version)}"
 
 
 def _chunk(row: dict[str, Any]) -> Chunk:

@@ -8,6 +8,9 @@ filterable field, a changed type, new HNSW parameters) is rolled out without dow
 Every query carries the caller's filter inside the engine's query: `bool.filter` for BM25 and the
 k-NN clause's own `filter` for vectors (efficient filtering: the graph search only visits documents
 that pass, so k visible hits come back when k exist; a post-filter would return fewer, or none).
+The filter also keeps out chunks whose `active` is false (a version the update saga has written but
+not yet activated); a chunk without the field, written before it existed, counts as active, so an
+existing index needs no rewrite.
 
 Dates (declared `date` fields, `indexed_at`) are written and queried as epoch milliseconds: one exact
 representation that the write path, the reindex script and the queries all produce without any
@@ -29,7 +32,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from opensearchpy import OpenSearch, RequestsAWSV4SignerAuth, RequestsHttpConnection
-from opensearchpy.exceptions import RequestError, TransportError
+from opensearchpy.exceptions import ConflictError, RequestError, TransportError
 
 from ragline.contracts import Chunk, FilterableFieldType
 from ragline.search.fields import Condition, FilterableFields, MatchAny, TypedValue
@@ -73,6 +76,21 @@ if (metadata instanceof Map) {
 ctx._source.filterable = typed;
 ctx._source.copied_from = params.source;
 """.strip()
+
+# set_active's update: a chunk already as asked and not a reindex copy is left alone (a noop, no
+# write); any other loses the copy's mark, so the reindex sweep never overwrites this newer value
+# with the one it read from the old index (`_sweep`).
+_SET_ACTIVE_SCRIPT = """
+if (ctx._source.active == params.active && !ctx._source.containsKey('copied_from')) {
+  ctx.op = 'noop';
+} else {
+  ctx._source.active = params.active;
+  ctx._source.remove('copied_from');
+}
+""".strip()
+
+# Active, or written before the field existed: one clause, so old chunks need no migration.
+ACTIVE = {"bool": {"must_not": [{"term": {"active": False}}]}}
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -169,6 +187,7 @@ class OpenSearchIndex:
         refresh: Literal["wait_for", "false"] = "wait_for",
         bulk_retries: int = 3,
         bulk_backoff_s: float = 0.5,
+        conflict_retries: int = 3,
         # AWS caps an HTTP request at 10 MiB on the smallest instance types and advises bulk requests
         # of a few MiB (Well-Architected OpenSearch lens, AOSPERF06-BP02); a chunk with its
         # 384-dimension vector is about 10 KB, so 500 of them fill about 5 MiB.
@@ -179,8 +198,8 @@ class OpenSearchIndex:
         sleep: Callable[[float], None] = time.sleep,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        if bulk_retries < 0:
-            raise ValueError("bulk_retries must be >= 0")
+        if bulk_retries < 0 or conflict_retries < 0:
+            raise ValueError("bulk_retries and conflict_retries must be >= 0")
         self._client = client
         self._alias = alias
         self._dimension = dimension
@@ -191,7 +210,8 @@ class OpenSearchIndex:
         # "wait_for": once upsert returns, the chunks are searchable, so DocumentIndexed tells the truth.
         self._refresh = refresh
         self._bulk_retries = bulk_retries
-        self._bulk_backoff_s = bulk_backoff_s
+        self._bulk_backoff_s = bulk_backoff_s  # also the first wait before set_active retries a conflict
+        self._conflict_retries = conflict_retries
         self._max_bulk_actions = max_bulk_actions
         self._max_bulk_bytes = max_bulk_bytes
         self._reindex_poll_s = reindex_poll_s
@@ -248,7 +268,9 @@ class OpenSearchIndex:
                 "properties": {name: dict(_FIELD_TYPES[kind]) for name, kind in self._fields},
             },
             "indexed_at": {"type": "date", "format": "strict_date_optional_time||epoch_millis"},
-            # Set only by reindex's copy; any later write replaces the document without it.
+            # Searches see active chunks only (missing counts as active: chunks from before the field).
+            "active": {"type": "boolean"},
+            # Set only by reindex's copy; any later write (upsert, set_active) leaves it out.
             "copied_from": {"type": "keyword"},
             "vector": {
                 "type": "knn_vector",
@@ -357,6 +379,7 @@ class OpenSearchIndex:
             "chunk_id": chunk.chunk_id,
             "filterable": {name: _json(value) for name, value in self._fields.typed(chunk.metadata).items()},
             "indexed_at": indexed_at,
+            "active": item.active,
             "vector": self._unit(item.vector),
         }
         action = {"index": {"_index": self.write_alias, "_id": chunk.chunk_id}}
@@ -421,14 +444,55 @@ class OpenSearchIndex:
                 failed[action.chunk_id] = reason
         return retry
 
+    def set_active(self, document_id: str, version: int, active: bool) -> int:
+        """`_update_by_query` through both aliases (like a delete: while a reindex runs, readers use the
+        old index and the new one must agree after the swap; the sweep corrects a copy the old index's
+        snapshot made stale), refreshed before it returns.
+
+        Version conflicts abort it (the default, `conflicts=abort`: proceeding would skip the chunks a
+        concurrent write touched and leave them with the old flag, a version half visible) and the
+        whole update is sent again with backoff; it is idempotent, and chunks already as asked are
+        noops. Returns updated + noops: the version's chunk count (during a reindex, in both indices).
+        https://docs.opensearch.org/latest/api-reference/document-apis/update-by-query/"""
+        body = {
+            "query": {"bool": {"filter": _version_terms(document_id, version)}},
+            "script": {"lang": "painless", "source": _SET_ACTIVE_SCRIPT, "params": {"active": active}},
+        }
+        what = f"set_active({document_id} v{version}, {active})"
+        attempt = 0
+        while True:
+            try:
+                response = self._client.update_by_query(
+                    index=[self._alias, self.write_alias], body=body, refresh=True, conflicts="abort"
+                )
+                break
+            except ConflictError as exc:  # 409: the highest status among the failures is a conflict
+                if attempt == self._conflict_retries:
+                    raise SearchIndexError(f"{what} kept meeting version conflicts: {exc.info}") from exc
+                delay = self._bulk_backoff_s * 2**attempt
+                log.warning("%s met a version conflict; sending it again in %.1fs", what, delay)
+                self._sleep(delay)
+                attempt += 1
+        if response.get("failures") or response.get("timed_out"):
+            raise SearchIndexError(f"{what} failed: {response.get('failures') or 'timed out'}")
+        return int(response.get("updated", 0)) + int(response.get("noops", 0))
+
     def delete_document(self, document_id: str, version: int | None = None) -> int:
         """Delete through both aliases: while a reindex runs they point at different indices and the
         chunks must leave both (the reindex sweep removes any the copy had already read). The count
         covers both indices, so during a reindex a chunk may count twice."""
-        terms: list[dict[str, Any]] = [{"term": {"document_id": document_id}}]
-        if version is not None:
-            terms.append({"term": {"version": version}})
+        terms = _version_terms(document_id, version)
         return self._delete_by_query([self._alias, self.write_alias], terms, f"delete of {document_id}")
+
+    def count(self, document_id: str, version: int | None = None, *, active: bool | None = None) -> int:
+        """`_count` through the read alias: what searches see (during a reindex, chunks written since it
+        began are only in the new index and not counted until the read alias moves)."""
+        filters = _version_terms(document_id, version)
+        if active is not None:
+            filters.append(ACTIVE if active else {"term": {"active": False}})
+        response = self._client.count(index=self._alias, body={"query": {"bool": {"filter": filters}}})
+        _check_shards(response, "count")
+        return int(response["count"])
 
     def _delete_by_query(self, indices: list[str], filters: list[dict[str, Any]], what: str) -> int:
         # conflicts=proceed: a chunk re-written since the query matched it is left alone, not an error.
@@ -453,7 +517,8 @@ class OpenSearchIndex:
            conflicts=proceed counts those instead of aborting), recomputing `filterable` from the
            declared fields, and poll the tasks API for progress;
         3. sweep: a chunk deleted from v<N> after the copy's snapshot but before the copy reached it
-           was copied anyway; every copied chunk no longer in v<N> is deleted from v<N+1>;
+           was copied anyway; every copied chunk no longer in v<N> is deleted from v<N+1>, and one
+           whose `active` changed in v<N> meanwhile gets the new value;
         4. move the read alias to v<N+1> in one `_aliases` call. v<N> is kept for rollback.
 
         If it stops after step 1, writes go to v<N+1> and reads still come from v<N>; running it again
@@ -482,7 +547,7 @@ class OpenSearchIndex:
                 f"writes go to {write[0]} but reads come from the newer {source}; move one"
             )
         copied = self._copy(source, target, say)
-        swept = self._sweep(source, target, say)
+        swept, corrected = self._sweep(source, target, say)
         self._move_alias(self._alias, source, target)
         say(f"reads now come from {target}; {source} is kept for rollback")
         return {
@@ -492,6 +557,7 @@ class OpenSearchIndex:
             "created": copied.get("created", 0),
             "version_conflicts": copied.get("version_conflicts", 0),
             "swept": swept,
+            "active_corrected": corrected,
         }
 
     def _move_alias(self, alias: str, source: str, target: str, *, is_write_index: bool = False) -> None:
@@ -547,17 +613,20 @@ class OpenSearchIndex:
         )
         return result
 
-    def _sweep(self, source: str, target: str, say: Callable[[str], None]) -> int:
-        """Delete from `target` every chunk the copy wrote (copied_from == source) that `source` no
-        longer has. Pages by chunk_id with search_after; a chunk rewritten meanwhile has lost its mark
-        and is never deleted."""
+    def _sweep(self, source: str, target: str, say: Callable[[str], None]) -> tuple[int, int]:
+        """For every chunk the copy wrote (copied_from == source): delete it from `target` if `source`
+        no longer has it, and give it `source`'s `active` if that changed after the copy's snapshot
+        (a set_active that reached `target` before the copy did). Pages by chunk_id with search_after;
+        a chunk written or set active meanwhile has lost its mark and is left alone, and a chunk that
+        changes between this check and the fix is skipped (conflicts=proceed): it holds a newer
+        value. Returns (deleted, flags corrected)."""
         copied = {"term": {"copied_from": source}}
         after: list[Any] | None = None
-        checked = swept = 0
+        checked = swept = corrected = 0
         while True:
             body: dict[str, Any] = {
                 "size": self._sweep_page,
-                "_source": False,
+                "_source": ["active"],
                 "track_total_hits": False,
                 "query": {"bool": {"filter": [copied]}},
                 "sort": [{"chunk_id": "asc"}],
@@ -567,26 +636,49 @@ class OpenSearchIndex:
             hits = _hits(self._client.search(index=target, body=body))
             if not hits:
                 break
-            ids = [hit["_id"] for hit in hits]
-            gone = self._missing(source, ids)
+            copies = {hit["_id"]: _active(hit) for hit in hits}
+            originals = self._active_in(source, list(copies))
+            gone = [chunk_id for chunk_id in copies if chunk_id not in originals]
             if gone:
                 swept += self._delete_by_query(
                     [target], [{"ids": {"values": gone}}, copied], f"sweep of {target}"
                 )
-            checked += len(ids)
+            for flag in (True, False):
+                stale = [i for i, now in originals.items() if now is flag and copies[i] is not flag]
+                if stale:
+                    corrected += self._correct(target, [{"ids": {"values": stale}}, copied], flag)
+            checked += len(copies)
             after = hits[-1]["sort"]
             if len(hits) < self._sweep_page:
                 break
-        say(f"swept {swept} chunk(s) deleted during the copy ({checked} checked)")
-        return swept
+        say(
+            f"swept {swept} chunk(s) deleted during the copy and corrected {corrected} active flag(s) "
+            f"changed during it ({checked} checked)"
+        )
+        return swept, corrected
 
-    def _missing(self, index: str, ids: list[str]) -> list[str]:
+    def _active_in(self, index: str, ids: list[str]) -> dict[str, bool]:
+        """Whether each chunk `index` has is active; chunks it lacks are left out."""
         # _mget answers one doc per id, in order: found true/false, or an error for that id.
-        docs = self._client.mget(index=index, body={"ids": ids}, _source=False)["docs"]
+        docs = self._client.mget(index=index, body={"ids": ids}, _source=["active"])["docs"]
         errors = [doc for doc in docs if "error" in doc]
         if errors:
             raise SearchIndexError(f"checking {len(ids)} chunk(s) in {index} failed: {errors[:3]}")
-        return [doc["_id"] for doc in docs if not doc.get("found")]
+        return {doc["_id"]: _active(doc) for doc in docs if doc.get("found")}
+
+    def _correct(self, index: str, filters: list[dict[str, Any]], active: bool) -> int:
+        response = self._client.update_by_query(
+            index=[index],
+            body={
+                "query": {"bool": {"filter": filters}},
+                "script": {"lang": "painless", "source": _SET_ACTIVE_SCRIPT, "params": {"active": active}},
+            },
+            refresh=True,
+            conflicts="proceed",
+        )
+        if response.get("failures") or response.get("timed_out"):
+            raise SearchIndexError(f"correcting active flags in {index} failed: {response.get('failures')}")
+        return int(response.get("updated", 0))
 
     # ---------------------------------------------------------------------------------- reads
 
@@ -656,12 +748,14 @@ class OpenSearchIndex:
 
 
 def filter_clauses(flt: SearchFilter) -> list[dict[str, Any]]:
-    """The caller's visibility and scoping as `bool.filter` clauses. Never called with empty groups."""
+    """The caller's visibility and scoping as `bool.filter` clauses, active chunks only. Never called
+    with empty groups."""
     clauses: list[dict[str, Any]] = [{"terms": {"allowed_groups": sorted(flt.groups_any)}}]
     if flt.tenant is None:
         clauses.append({"bool": {"must_not": [{"exists": {"field": "tenant"}}]}})
     else:
         clauses.append({"term": {"tenant": flt.tenant}})
+    clauses.append(ACTIVE)
     if flt.collection is not None:
         clauses.append({"term": {"collection": flt.collection}})
     clauses.extend(_condition(condition) for condition in flt.conditions)
@@ -698,21 +792,38 @@ def _mapping_diff(wanted: dict[str, Any], have: dict[str, Any]) -> tuple[dict[st
 
 
 def _hits(response: dict[str, Any]) -> list[dict[str, Any]]:
+    _check_shards(response, "search")
+    if response.get("timed_out"):
+        log.warning("search timed out; results may be partial")
+    return response["hits"]["hits"]
+
+
+def _check_shards(response: dict[str, Any], what: str) -> None:
     shards = response.get("_shards", {})
     if shards.get("failed"):
         # Raised, not just logged: a shard that failed silently drops its chunks, and an answer
         # built on part of the corpus looks exactly like a complete one. The caller retries or
         # reports a 5xx; neither leaks anything.
         log.error(
-            "search failed on %s of %s shards: %s",
+            "%s failed on %s of %s shards: %s",
+            what,
             shards["failed"],
             shards.get("total"),
             shards.get("failures"),
         )
-        raise SearchIndexError(f"search failed on {shards['failed']} of {shards.get('total')} shards")
-    if response.get("timed_out"):
-        log.warning("search timed out; results may be partial")
-    return response["hits"]["hits"]
+        raise SearchIndexError(f"{what} failed on {shards['failed']} of {shards.get('total')} shards")
+
+
+def _version_terms(document_id: str, version: int | None) -> list[dict[str, Any]]:
+    terms: list[dict[str, Any]] = [{"term": {"document_id": document_id}}]
+    if version is not None:
+        terms.append({"term": {"version": version}})
+    return terms
+
+
+def _active(doc: dict[str, Any]) -> bool:
+    """A hit's or _mget doc's `active` (fetched with `_source: ["active"]`); missing means active."""
+    return doc.get("_source", {}).get("active") is not False
 
 
 def _json(value: TypedValue) -> str | float | bool | int:

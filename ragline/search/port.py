@@ -41,8 +41,16 @@ class SearchFilter:
 
 @dataclass(frozen=True)
 class IndexedChunk:
+    """A chunk, its vector and whether searches see it.
+
+    `active` is index state, not content: every search filters on it inside the query. The normal
+    pipeline writes chunks active; the update saga writes a new version's chunks inactive, activates
+    them (`SearchIndex.set_active`), then deletes the old version's (docs/search.md, "Versions and the
+    active flag")."""
+
     chunk: Chunk
     vector: Sequence[float]
+    active: bool = True
 
 
 @dataclass(frozen=True)
@@ -58,14 +66,22 @@ class SearchIndex(Protocol):
     def upsert(self, items: Sequence[IndexedChunk]) -> None:
         """Write chunks keyed by chunk id; re-writing a chunk replaces it."""
 
+    def set_active(self, document_id: str, version: int, active: bool) -> int:
+        """Make one version's chunks visible to searches (or hide them), visible to the very next
+        search once it returns; returns how many chunks of that version there are. Idempotent."""
+
     def delete_document(self, document_id: str, version: int | None = None) -> int:
         """Remove a document's chunks (one version, or all); returns how many were removed."""
 
+    def count(self, document_id: str, version: int | None = None, *, active: bool | None = None) -> int:
+        """How many chunks of a document (one version, or all) readers' searches would find, before
+        any caller's filter: active ones only, inactive ones only, or (None) both."""
+
     def keyword_search(self, query: str, flt: SearchFilter, k: int) -> list[ScoredChunk]:
-        """BM25 over chunk text, title and headings (the last two boosted), best first."""
+        """BM25 over active chunks' text, title and headings (the last two boosted), best first."""
 
     def vector_search(self, vector: Sequence[float], flt: SearchFilter, k: int) -> list[ScoredChunk]:
-        """Approximate nearest neighbours by cosine similarity, best first."""
+        """Approximate nearest neighbours among active chunks by cosine similarity, best first."""
 
     def reindex(self, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Rebuild from the current settings (declared fields, analyzers, vector index) while

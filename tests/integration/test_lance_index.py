@@ -528,3 +528,91 @@ def test_vector_search_is_exact_for_indexed_rows_and_rows_written_since(tmp_path
 
     assert idx.delete_document("d0") == 1  # an indexed row: masked at once
     assert ids(idx.vector_search(query, ENG, 10)) == [doc for doc, _ in expected if doc != "d0"]
+
+
+# ------------------------------------------------------------------------------ the active flag
+
+
+def versions_found(idx: LanceIndex, query: str, vector: list[float]) -> tuple[set[int], set[int]]:
+    """The versions of "plan" that keyword and vector search return, with k well above the rows."""
+    by_keyword = {
+        r.chunk.version for r in idx.keyword_search(query, ENG, 50) if r.chunk.document_id == "plan"
+    }
+    by_vector = {r.chunk.version for r in idx.vector_search(vector, ENG, 50) if r.chunk.document_id == "plan"}
+    return by_keyword, by_vector
+
+
+@pytest.mark.parametrize("optimize_after_rows", [1, 1000])
+def test_inactive_chunks_are_invisible_until_activated(tmp_path, optimize_after_rows):
+    idx = LanceIndex(connect(tmp_path), "chunks", dimension=DIM, optimize_after_rows=optimize_after_rows)
+    idx.ensure_index()
+    old = [item(chunk("plan", "The merger plan, first draft.", version=1, ordinal=n), ANY) for n in range(2)]
+    new = [
+        IndexedChunk(
+            chunk("plan", "The merger plan, final.", version=2, ordinal=n), [1, 0, 0, 0], active=False
+        )
+        for n in range(3)
+    ]
+    idx.upsert([*old, item(CATS, [0, 1, 0, 0])])
+    idx.upsert(new)
+
+    # The new version is the better match for both searches, and k leaves room: a post-filter would show it.
+    assert versions_found(idx, "merger plan final", [1, 0, 0, 0]) == ({1}, {1})
+    assert (idx.count("plan", 1, active=True), idx.count("plan", 2, active=False)) == (2, 3)
+    assert (idx.count("plan", 2, active=True), idx.count("plan"), idx.count("plan", 2)) == (0, 5, 3)
+
+    assert idx.set_active("plan", 2, True) == 3
+    assert versions_found(idx, "merger plan final", [1, 0, 0, 0]) == ({1, 2}, {1, 2})
+    assert idx.count("plan", 2, active=True) == 3
+
+    assert idx.set_active("plan", 1, False) == 2
+    assert versions_found(idx, "merger plan", [1, 0, 0, 0]) == ({2}, {2})
+    assert idx.set_active("plan", 1, False) == 2  # idempotent
+    assert ids(idx.keyword_search("cats", ENG, 10)) == ["cats"]  # other documents untouched
+
+    assert idx.set_active("plan", 7, True) == 0  # no such version
+    assert idx.set_active("nothing", 1, True) == 0
+    assert idx.delete_document("plan", 1) == 2  # inactive chunks are deleted like any others
+    assert idx.count("plan") == 3
+
+
+def test_activation_is_seen_by_another_connection(tmp_path, index):
+    reader = LanceIndex(connect(tmp_path), "chunks", dimension=DIM)
+    index.upsert([IndexedChunk(BACKUPS, [1, 0, 0, 0], active=False)])
+    assert reader.keyword_search("backup", ENG, 10) == []
+    index.set_active("backups", 1, True)
+    assert ids(reader.keyword_search("backup", ENG, 10)) == ["backups"]
+    assert ids(reader.vector_search([1, 0, 0, 0], ENG, 10)) == ["backups"]
+
+
+def test_re_upserting_a_chunk_sets_its_flag_as_written(index):
+    index.upsert([IndexedChunk(BACKUPS, [1, 0, 0, 0], active=False)])
+    index.upsert([item(BACKUPS, [1, 0, 0, 0])])
+    assert ids(index.keyword_search("backup", ENG, 10)) == ["backups"]
+
+
+def test_a_table_from_before_the_active_column_gains_it_with_every_row_active(tmp_path):
+    db = connect(tmp_path)
+    before = pa.schema([f for f in schema(DIM) if f.name != "active"])
+    table = db.create_table("chunks", schema=before)
+    rows = [LanceIndex(db, "chunks", dimension=DIM)._row(item(c, ANY)) for c in (BACKUPS, CATS)]
+    table.add(
+        pa.Table.from_pylist([{k: v for k, v in r.items() if k != "active"} for r in rows], schema=before)
+    )
+
+    reader = LanceIndex(db, "chunks", dimension=DIM)  # never evolves the table: every row is active
+    assert sorted(ids(reader.vector_search(ANY, ENG, 10))) == ["backups", "cats"]
+    assert (reader.count("cats", active=True), reader.count("cats", active=False)) == (1, 0)
+
+    writer = LanceIndex(db, "chunks", dimension=DIM)
+    writer.ensure_index()
+    evolved = db.open_table("chunks")
+    assert evolved.schema.field("active").type == pa.bool_()
+    assert not evolved.schema.field("active").nullable
+    assert any(i.columns == ["active"] for i in evolved.list_indices())
+    assert sorted(ids(reader.vector_search(ANY, ENG, 10))) == ["backups", "cats"]
+    assert ids(reader.keyword_search("database", ENG, 10)) == ["backups"]
+    assert writer.set_active("cats", 1, False) == 1
+    assert ids(reader.vector_search(ANY, ENG, 10)) == ["backups"]
+    assert writer.reindex()["rows"] == 2  # the flag survives a rebuild
+    assert ids(reader.vector_search(ANY, ENG, 10)) == ["backups"]

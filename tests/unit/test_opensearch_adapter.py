@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from botocore.credentials import Credentials
 from opensearchpy import Connection, OpenSearch, RequestsAWSV4SignerAuth, RequestsHttpConnection
+from opensearchpy.exceptions import TransportError
 
 from ragline.contracts import Chunk, FilterableFieldType
 from ragline.search.fields import FilterableFields, MatchAny, Range
@@ -150,7 +151,9 @@ LIVE = {"ragline-chunks-v1": {ALIAS: {}, WRITE: {"is_write_index": True}}}
 ACK = {"acknowledged": True}
 
 STAFF_ACME = SearchFilter(groups_any=frozenset({"staff", "admins"}), tenant="acme")
-EXPECTED_ACL = [{"terms": {"allowed_groups": ["admins", "staff"]}}, {"term": {"tenant": "acme"}}]
+# Active chunks only; a chunk written before the field existed has none and counts as active.
+ACTIVE = {"bool": {"must_not": [{"term": {"active": False}}]}}
+EXPECTED_ACL = [{"terms": {"allowed_groups": ["admins", "staff"]}}, {"term": {"tenant": "acme"}}, ACTIVE]
 
 # The mapping the adapter wrote before filterable fields, indexed_at and the write alias existed.
 OLD_PROPERTIES = {
@@ -229,6 +232,7 @@ def test_ensure_index_creates_v1_with_the_read_and_write_aliases():
     }
     assert props["indexed_at"] == {"type": "date", "format": "strict_date_optional_time||epoch_millis"}
     assert props["copied_from"] == {"type": "keyword"}
+    assert props["active"] == {"type": "boolean"}
     for name in ("allowed_groups", "tenant", "collection", "document_id", "chunk_id"):
         assert props[name] == {"type": "keyword"}
     assert props["version"]["type"] == props["ordinal"]["type"] == "integer"
@@ -308,6 +312,7 @@ def test_ensure_index_upgrades_a_deployment_with_only_the_read_alias(caplog):
         "properties": {
             "filterable": {"type": "object", "properties": {"year": {"type": "double"}}},
             "indexed_at": {"type": "date", "format": "strict_date_optional_time||epoch_millis"},
+            "active": {"type": "boolean"},
             "copied_from": {"type": "keyword"},
         }
     }
@@ -368,10 +373,18 @@ def test_upsert_writes_typed_filterable_values_through_the_write_alias():
         # team is declared keyword but is 7 here: left out, the document still indexes.
         "filterable": {"year": 2024.0, "published": 1709251200000},
         "indexed_at": NOW_MS,
+        "active": True,
         "vector": [0.6, 0.8, 0.0, 0.0],
     }
     assert source2["filterable"] == {"draft": True}  # "2024" is not a number
     assert source2["vector"] == [0.0, 0.0, 0.0, 1.0]
+
+
+def test_upsert_writes_a_version_inactive_when_asked():
+    c = chunk()
+    cluster = FakeCluster().answer(200, bulk_response(bulk_item(c, 201)))
+    index(cluster).upsert([IndexedChunk(c, [1, 0, 0, 0], active=False)])
+    assert cluster.sent[0].body[1]["active"] is False  # no search finds it until set_active
 
 
 def test_upsert_retries_only_the_items_rejected_for_load():
@@ -516,6 +529,125 @@ def test_delete_document_raises_on_failures():
         index(cluster).delete_document("doc1")
 
 
+def update_by_query_response(updated: int, noops: int = 0, conflicts: int = 0) -> dict[str, Any]:
+    """https://docs.opensearch.org/latest/api-reference/document-apis/update-by-query/ (response)"""
+    return {
+        "took": 11,
+        "timed_out": False,
+        "total": updated + noops + conflicts,
+        "updated": updated,
+        "deleted": 0,
+        "batches": 1,
+        "version_conflicts": conflicts,
+        "noops": noops,
+        "retries": {"bulk": 0, "search": 0},
+        "throttled_millis": 0,
+        "requests_per_second": -1.0,
+        "throttled_until_millis": 0,
+        "failures": [],
+    }
+
+
+VERSION_TERMS = [{"term": {"document_id": "doc1"}}, {"term": {"version": 2}}]
+CONFLICT = {
+    "type": "version_conflict_engine_exception",
+    "reason": "[doc1:v2:1]: version conflict, required seqNo [7], primary term [1]. "
+    "current document has seqNo [8] and primary term [1]",
+    "index": V1,
+    "shard": "0",
+    "index_uuid": "aT1y6VqPQnqjQ3l1rXbJ6g",
+}
+
+
+def conflicted(updated: int) -> dict[str, Any]:
+    """A conflicts=abort update-by-query that met a version conflict: OpenSearch answers with the
+    highest status among the failures (409) and the counts so far (BulkIndexByScrollResponseContentListener)."""
+    failure = {"index": V1, "id": "doc1:v2:1", "cause": CONFLICT, "status": 409}
+    return update_by_query_response(updated, conflicts=1) | {"failures": [failure]}
+
+
+@pytest.mark.parametrize("active", [True, False])
+def test_set_active_updates_the_version_through_both_aliases_and_refreshes(active):
+    cluster = FakeCluster().answer(200, update_by_query_response(2, noops=1))
+    assert index(cluster).set_active("doc1", 2, active) == 3  # updated + already as asked
+
+    [sent] = cluster.sent
+    assert (sent.method, sent.url) == ("POST", f"/{ALIAS},{WRITE}/_update_by_query")
+    # conflicts=abort (the default, said out loud): proceeding would leave the chunks a concurrent
+    # write touched with the old flag, half a version visible.
+    assert sent.params == {"refresh": "true", "conflicts": "abort"}
+    assert sent.body["query"] == {"bool": {"filter": VERSION_TERMS}}
+    script = sent.body["script"]
+    assert script["lang"] == "painless"
+    assert script["params"] == {"active": active}
+    # a chunk already as asked is a noop; any write drops the reindex copy's mark
+    assert "ctx.op = 'noop'" in script["source"]
+    assert "ctx._source.remove('copied_from')" in script["source"]
+
+
+def test_set_active_sends_the_update_again_after_a_version_conflict():
+    cluster = (
+        FakeCluster()
+        .answer(409, conflicted(updated=1))
+        .answer(409, conflicted(updated=0))
+        .answer(200, update_by_query_response(1, noops=2))
+    )
+    assert index(cluster).set_active("doc1", 2, True) == 3
+    assert len(cluster.sent) == 3
+    assert cluster.sent[0].body == cluster.sent[2].body  # the whole version again: idempotent
+    assert cluster.slept == [0.5, 1.0]
+
+
+def test_set_active_gives_up_after_the_conflict_retries():
+    cluster = FakeCluster()
+    for _ in range(3):
+        cluster.answer(409, conflicted(updated=0))
+    with pytest.raises(SearchIndexError, match="version_conflict_engine_exception"):
+        index(cluster, conflict_retries=2).set_active("doc1", 2, True)
+    assert len(cluster.sent) == 3
+    assert cluster.slept == [0.5, 1.0]
+
+
+def test_set_active_does_not_retry_other_failures():
+    rejected = {"index": V1, "id": "doc1:v2:0", "cause": REJECTED, "status": 429}
+    cluster = FakeCluster().answer(429, update_by_query_response(0) | {"failures": [rejected]})
+    with pytest.raises(TransportError) as raised:
+        index(cluster).set_active("doc1", 2, True)
+    assert raised.value.status_code == 429  # the caller (the saga's step) retries with its own backoff
+    assert len(cluster.sent) == 1
+
+
+def test_set_active_of_a_version_without_chunks_counts_none():
+    cluster = FakeCluster().answer(200, update_by_query_response(0))
+    assert index(cluster).set_active("doc1", 9, True) == 0
+
+
+@pytest.mark.parametrize(
+    ("version", "active", "filters"),
+    [
+        (2, True, [*VERSION_TERMS, ACTIVE]),
+        (2, False, [*VERSION_TERMS, {"term": {"active": False}}]),
+        (None, None, [{"term": {"document_id": "doc1"}}]),
+    ],
+)
+def test_count_asks_the_read_alias(version, active, filters):
+    shards = {"total": 2, "successful": 2, "skipped": 0, "failed": 0}
+    cluster = FakeCluster().answer(200, {"count": 4, "_shards": shards})
+    assert index(cluster).count("doc1", version, active=active) == 4
+
+    [sent] = cluster.sent
+    # what searches see: during a reindex, the old index until the read alias moves
+    assert (sent.method, sent.url) == ("POST", f"/{ALIAS}/_count")
+    assert sent.body == {"query": {"bool": {"filter": filters}}}
+
+
+def test_count_raises_on_shard_failures():
+    shards = {"total": 2, "successful": 1, "skipped": 0, "failed": 1, "failures": []}
+    cluster = FakeCluster().answer(200, {"count": 2, "_shards": shards})
+    with pytest.raises(SearchIndexError, match="count failed on 1 of 2 shards"):
+        index(cluster).count("doc1", 2, active=True)
+
+
 # ------------------------------------------------------------------------------------- reads
 
 
@@ -653,6 +785,7 @@ def test_a_caller_without_tenant_only_sees_chunks_without_tenant():
     assert cluster.sent[0].body["query"]["bool"]["filter"] == [
         {"terms": {"allowed_groups": ["staff"]}},
         {"bool": {"must_not": [{"exists": {"field": "tenant"}}]}},
+        ACTIVE,
     ]
 
 
@@ -737,17 +870,21 @@ def reindex_result(created: int, conflicts: int, failures: list[Any] | None = No
     }
 
 
-def sweep_hits(*ids: str) -> dict[str, Any]:
-    hits = [{"_index": V2, "_id": i, "_score": None, "sort": [i]} for i in ids]
+def sweep_hits(**sources: dict[str, Any]) -> dict[str, Any]:
+    """Copies with `_source: ["active"]`: {} for a chunk written before the field existed."""
+    hits = [
+        {"_index": V2, "_id": i, "_score": None, "_source": src, "sort": [i]} for i, src in sources.items()
+    ]
     return search_response(*hits) | {"hits": {"max_score": None, "hits": hits}}
 
 
-def mget(**found: bool) -> dict[str, Any]:
+def mget(**found: dict[str, Any] | None) -> dict[str, Any]:
+    """_mget with `_source=active`: each chunk's filtered source, or None where it is not found."""
     docs = []
-    for doc_id, exists in found.items():
-        doc = {"_index": V1, "_id": doc_id, "found": exists}
-        if exists:
-            doc |= {"_version": 1, "_seq_no": 3, "_primary_term": 1}
+    for doc_id, source in found.items():
+        doc: dict[str, Any] = {"_index": V1, "_id": doc_id, "found": source is not None}
+        if source is not None:
+            doc |= {"_version": 1, "_seq_no": 3, "_primary_term": 1, "found": True, "_source": source}
         docs.append(doc)
     return {"docs": docs}
 
@@ -760,12 +897,16 @@ def full_reindex(cluster: FakeCluster) -> FakeCluster:
         .answer(200, {"task": TASK})
         .answer(200, task(False, task_status(created=2)))
         .answer(200, task(True, task_status(created=3, conflicts=1), response=reindex_result(3, 1)))
-        # sweep, page size 2: the first page has a chunk deleted during the copy, the second none
-        .answer(200, sweep_hits("a", "b"))
-        .answer(200, mget(a=True, b=False))
+        # sweep, page size 2. Page 1: b was deleted during the copy; a was activated after the copy's
+        # snapshot, before the copy reached it. Page 2: c (from before the active field, so active)
+        # was deactivated the same way.
+        .answer(200, sweep_hits(a={"active": False}, b={"active": True}))
+        .answer(200, mget(a={"active": True}, b=None))
         .answer(200, delete_by_query_response(1))
-        .answer(200, sweep_hits("c"))
-        .answer(200, mget(c=True))
+        .answer(200, update_by_query_response(1))
+        .answer(200, sweep_hits(c={}))
+        .answer(200, mget(c={"active": False}))
+        .answer(200, update_by_query_response(1))
         .answer(200, ACK)
     )
 
@@ -786,8 +927,10 @@ def test_reindex_copies_into_the_next_version_and_swaps_the_aliases():
         ("POST", f"/{V2}/_search"),
         ("POST", f"/{V1}/_mget"),
         ("POST", f"/{V2}/_delete_by_query"),
+        ("POST", f"/{V2}/_update_by_query"),
         ("POST", f"/{V2}/_search"),
         ("POST", f"/{V1}/_mget"),
+        ("POST", f"/{V2}/_update_by_query"),
         ("POST", "/_aliases"),
     ]
     create, write_swap, copy, *_ = cluster.sent[1:]
@@ -811,19 +954,26 @@ def test_reindex_copies_into_the_next_version_and_swaps_the_aliases():
     assert cluster.slept == [5.0]  # one poll while running
 
     marked = {"term": {"copied_from": V1}}
-    sweep, check, delete, sweep2 = (cluster.sent[i] for i in (6, 7, 8, 9))
+    sweep, check, delete, activate, sweep2, _, deactivate = (cluster.sent[i] for i in range(6, 13))
     assert sweep.body == {
         "size": 2,
-        "_source": False,
+        "_source": ["active"],
         "track_total_hits": False,
         "query": {"bool": {"filter": [marked]}},
         "sort": [{"chunk_id": "asc"}],
     }
     assert sweep2.body["search_after"] == ["b"]
-    assert (check.params, check.body) == ({"_source": "false"}, {"ids": ["a", "b"]})
-    # Only a chunk that is still the copy's is deleted: one rewritten since has lost copied_from.
+    assert (check.params, check.body) == ({"_source": "active"}, {"ids": ["a", "b"]})
+    # Only a chunk that is still the copy's is deleted or corrected: one rewritten or set active
+    # since has lost copied_from, and holds a newer value than the one read from v1.
     assert delete.params == {"refresh": "true", "conflicts": "proceed"}
     assert delete.body == {"query": {"bool": {"filter": [{"ids": {"values": ["b"]}}, marked]}}}
+    # A chunk that changes between the check and the correction is skipped (it is newer): proceed.
+    assert activate.params == deactivate.params == {"refresh": "true", "conflicts": "proceed"}
+    assert activate.body["query"] == {"bool": {"filter": [{"ids": {"values": ["a"]}}, marked]}}
+    assert activate.body["script"]["params"] == {"active": True}
+    assert deactivate.body["query"] == {"bool": {"filter": [{"ids": {"values": ["c"]}}, marked]}}
+    assert deactivate.body["script"]["params"] == {"active": False}
     assert cluster.sent[-1].body == {
         "actions": [
             {"remove": {"index": V1, "alias": ALIAS}},
@@ -838,6 +988,7 @@ def test_reindex_copies_into_the_next_version_and_swaps_the_aliases():
         "created": 3,
         "version_conflicts": 1,
         "swept": 1,
+        "active_corrected": 2,
     }
     assert lines == [
         f"created {V2}",
@@ -845,7 +996,8 @@ def test_reindex_copies_into_the_next_version_and_swaps_the_aliases():
         f"copying {V1} -> {V2} (task {TASK})",
         "copied 2/4",
         f"copied 3/4 (1 already rewritten in {V2})",
-        "swept 1 chunk(s) deleted during the copy (3 checked)",
+        "swept 1 chunk(s) deleted during the copy and corrected 2 active flag(s) changed during it "
+        "(3 checked)",
         f"reads now come from {V2}; {V1} is kept for rollback",
     ]
 
@@ -979,6 +1131,7 @@ def test_cli_reindex_runs_the_adapter_the_settings_pick(monkeypatch, capsys):
         "created": 4,
         "version_conflicts": 0,
         "swept": 0,
+        "active_corrected": 0,
     }
     assert f"reads now come from {V2}" in err
     assert cluster.responses == []

@@ -2,7 +2,12 @@
 
 Index reads the parsed bucket (claim check) and writes the search index; it never touches the
 documents table. It reports the outcome as an event (DocumentIndexed / DocumentFailed, source
-ragline.index) and ingest applies it to the document's record."""
+ragline.index) and ingest applies it to the document's record.
+
+The update saga's index steps are methods here too (`index_version`, `activate`, `deactivate`,
+`delete_version`, `delete_document`): a new version is written inactive, activated, and only then
+is the old one deleted, so searches find the document at one version or the other throughout
+(docs/search.md, "Versions and the active flag"). They publish nothing; the saga reports."""
 
 from __future__ import annotations
 
@@ -23,7 +28,14 @@ from ragline.contracts import (
 )
 from ragline.search.port import IndexedChunk, SearchIndex
 
-from .errors import ChunksInvalid, DimensionMismatch, IndexingFailed, RetriesExhausted
+from .errors import (
+    ChunksInvalid,
+    DimensionMismatch,
+    IndexingFailed,
+    ReplacementNotVisible,
+    RetriesExhausted,
+    VersionNotIndexed,
+)
 
 # --------------------------------------------------------------------------------------------
 # Ports
@@ -55,6 +67,20 @@ class EventPublisher(Protocol):
 class IndexOutcome(StrEnum):
     INDEXED = "indexed"
     FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ChunkFile:
+    """One document version's chunk file in the parsed bucket (what a ChunksReady points at)."""
+
+    document_id: str
+    version: int
+    chunks_key: str
+    chunk_count: int
+
+    @classmethod
+    def of(cls, event: ChunksReady) -> ChunkFile:
+        return cls(event.document_id, event.version, event.chunks_key, event.chunk_count)
 
 
 @dataclass(frozen=True)
@@ -104,8 +130,7 @@ class IndexService:
         ready: list[tuple[ChunksReady, list[Chunk]]] = []
         for event in {event.chunks_key: event for event in events}.values():  # a redelivery may repeat one
             try:
-                chunks = self._chunks.read(event.chunks_key)
-                self._check(event, chunks)
+                chunks = self._read(ChunkFile.of(event))
             except Exception:  # noqa: S112 - `index` meets it again and reports it for this record
                 continue
             ready.append((event, chunks))
@@ -137,7 +162,9 @@ class IndexService:
         try:
             written = self._batch.written.get(event.chunks_key)
             if written is None:
-                written = self._index_alone(event)
+                chunks = self._read(ChunkFile.of(event))
+                self._publish_started(event)
+                written = self._upsert(chunks, active=True)
         except IndexingFailed as exc:
             self._publish_failed(event, exc)
             return IndexResult(IndexOutcome.FAILED, reason=f"{exc.code}: {exc}")
@@ -154,15 +181,20 @@ class IndexService:
         )
         return IndexResult(IndexOutcome.INDEXED, indexed_count=written)
 
-    def _index_alone(self, event: ChunksReady) -> int:
-        chunks = self._chunks.read(event.chunks_key)
-        self._check(event, chunks)
-        self._publish_started(event)
+    def _read(self, source: ChunkFile) -> list[Chunk]:
+        chunks = self._chunks.read(source.chunks_key)
+        self._check(source, chunks)
+        return chunks
+
+    def _upsert(self, chunks: list[Chunk], *, active: bool) -> int:
+        """Embeds in model-sized batches and writes each batch as it is embedded."""
         written = 0
         for start in range(0, len(chunks), self._batch_size):
             batch = chunks[start : start + self._batch_size]
             vectors = self._embed(batch)
-            self._index.upsert([IndexedChunk(chunk=c, vector=v) for c, v in zip(batch, vectors, strict=True)])
+            self._index.upsert(
+                [IndexedChunk(chunk=c, vector=v, active=active) for c, v in zip(batch, vectors, strict=True)]
+            )
             written += len(batch)
         return written
 
@@ -178,6 +210,43 @@ class IndexService:
             version=event.version,
             chunk_count=event.chunk_count,
         )
+
+    # ------------------------------------------------------------------ the update saga's steps
+
+    def index_version(self, source: ChunkFile, *, active: bool = False) -> int:
+        """Embed and write one document version's chunks, inactive unless asked: searches do not see
+        them until `activate`. Returns how many were written. Idempotent (chunks are upserted by id).
+        Raises IndexingFailed (ChunksNotFound, ChunksInvalid, DimensionMismatch, EmbeddingRejected)
+        when retrying cannot help; anything else is transient."""
+        return self._upsert(self._read(source), active=active)
+
+    def activate(self, document_id: str, version: int) -> int:
+        """Make the version searchable (the very next search sees it); returns its chunk count.
+        Idempotent. Raises VersionNotIndexed if the index has no chunk of it."""
+        count = self._index.set_active(document_id, version, True)
+        if count == 0:
+            raise VersionNotIndexed(f"{document_id} v{version} has no chunks in the index to activate")
+        return count
+
+    def deactivate(self, document_id: str, version: int) -> int:
+        """Hide the version from searches without deleting it; returns its chunk count. Idempotent."""
+        return self._index.set_active(document_id, version, False)
+
+    def delete_version(self, document_id: str, version: int, *, replaced_by: int | None = None) -> int:
+        """Delete one version's chunks; returns how many went. With `replaced_by`, first check that
+        searches find that version (active chunks, through the readers' path) and raise
+        ReplacementNotVisible (transient) if not, so the document never drops out of search."""
+        if replaced_by is not None and self._index.count(document_id, replaced_by, active=True) == 0:
+            raise ReplacementNotVisible(
+                f"{document_id} v{replaced_by} is not searchable yet; v{version} stays until it is"
+            )
+        return self._index.delete_document(document_id, version)
+
+    def delete_document(self, document_id: str) -> int:
+        """Delete every version's chunks (the delete saga); returns how many went. Idempotent."""
+        return self._index.delete_document(document_id)
+
+    # ------------------------------------------------------------------------------------------
 
     def give_up(self, event: ChunksReady, error: Exception) -> None:
         """The last delivery of `event` failed with a transient error: report the document failed
@@ -198,17 +267,17 @@ class IndexService:
         )
 
     @staticmethod
-    def _check(event: ChunksReady, chunks: list[Chunk]) -> None:
-        if len(chunks) != event.chunk_count:
+    def _check(source: ChunkFile, chunks: list[Chunk]) -> None:
+        if len(chunks) != source.chunk_count:
             raise ChunksInvalid(
-                f"{event.chunks_key} holds {len(chunks)} chunks, the message says {event.chunk_count}"
+                f"{source.chunks_key} holds {len(chunks)} chunks, the message says {source.chunk_count}"
             )
         strangers = [
-            c.chunk_id for c in chunks if (c.document_id, c.version) != (event.document_id, event.version)
+            c.chunk_id for c in chunks if (c.document_id, c.version) != (source.document_id, source.version)
         ]
         if strangers:
             raise ChunksInvalid(
-                f"{event.chunks_key} holds chunks of another document version: {strangers[0]}"
+                f"{source.chunks_key} holds chunks of another document version: {strangers[0]}"
             )
 
     def _embed(self, batch: Sequence[Chunk]) -> list[list[float]]:

@@ -1,5 +1,9 @@
 """The search use case: one query, run as BM25, as vectors or both, fused and cut to top_k.
 
+The index returns active chunks only; of a document with two active versions (the moment of an
+update between activating the new version and deleting the old) a response keeps only the newest
+version's chunks (`latest_versions`, applied to both halves before they are fused).
+
 Visibility is enforced inside the index's query (pre-filtering) from the one filter
 `SearchFilter.for_principal` builds; the `can_see` check here is defence in depth against an
 adapter bug, never the filter itself.
@@ -17,6 +21,7 @@ from typing import Protocol
 
 from functions.retrieve.domain.errors import EmbeddingUnavailable
 from functions.retrieve.domain.fusion import convex, rrf
+from functions.retrieve.domain.versions import latest_versions, newest_versions
 from ragline.contracts import (
     FusionParams,
     Principal,
@@ -93,6 +98,13 @@ class SearchService:
         finally:
             if pending_keyword is not None:
                 keyword = pending_keyword.result()
+
+        # One version per document (the newest either half found), before fusion, so the surviving
+        # version ranks as if the superseded one were not there, and before the cut to top_k, which
+        # the deeper candidate lists still fill.
+        newest = newest_versions(keyword or [], vector or [])
+        keyword = latest_versions(keyword, newest) if keyword is not None else None
+        vector = latest_versions(vector, newest) if vector is not None else None
 
         if keyword is not None and vector is not None:
             weights = [fusion.keyword_weight, fusion.vector_weight]
