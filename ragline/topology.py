@@ -27,6 +27,11 @@ BUCKETS = ("raw", "parsed")
 # S3's EventBridge events (a bucket with EventBridge notifications on sends every one of them).
 S3_SOURCE = "aws.s3"
 S3_OBJECT_CREATED = "Object Created"
+# Tags the CDK app puts on deployed resources with their topology name, so a synthesized template maps
+# back to the specs: the local platform resolves a state machine's Lambda ARNs to the functions it runs
+# with them (ragline.local.stepfunctions).
+FUNCTION_TAG = "ragline:function"
+STATE_MACHINE_TAG = "ragline:state-machine"
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,19 @@ emulation overheads that grow with the data it holds, not on our calls:
   messages, just to read the retention period.
 
 The werkzeug request log line per call is also dropped (5%): the platform's own logs say what
-happened. `tests/integration/test_aws_emulator.py` runs the same transaction cases against moto's
+happened.
+
+Step Functions: moto executes the definitions of started executions (`execute_state_machine`, off
+in moto by default), and the Lambda tasks of those executions go to the platform's Lambda Invoke
+emulator at RAGLINE_LAMBDA_ENDPOINT_URL, which runs the real handlers, instead of moto's own Lambda
+(which would need docker). `ragline.local.stepfunctions` says how moto invokes them. `tests/integration/test_aws_emulator.py` runs the same transaction cases against moto's
 code and this one, so a moto upgrade that changes the semantics fails there, not in a demo.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -162,12 +168,28 @@ def applied() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def step_functions(lambda_endpoint_url: str | None) -> Iterator[None]:
+    """Executions run their definitions; Lambda tasks go to `lambda_endpoint_url` when given."""
+    from ragline.local.stepfunctions import EndpointInvoker, executing_state_machines, lambda_tasks_routed
+
+    with ExitStack() as stack:
+        stack.enter_context(executing_state_machines())
+        if lambda_endpoint_url:
+            stack.enter_context(lambda_tasks_routed(EndpointInvoker(lambda_endpoint_url)))
+        yield
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m ragline.local.aws_emulator -H HOST -p PORT`: moto.server's own options."""
     from moto.server import main as moto_main
     from werkzeug.serving import WSGIRequestHandler
 
-    with applied(), mock.patch.object(WSGIRequestHandler, "log_request", _no_request_log):
+    with (
+        applied(),
+        step_functions(os.environ.get("RAGLINE_LAMBDA_ENDPOINT_URL")),
+        mock.patch.object(WSGIRequestHandler, "log_request", _no_request_log),
+    ):
         moto_main(argv if argv is not None else sys.argv[1:])
 
 

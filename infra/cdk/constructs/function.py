@@ -18,6 +18,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.cdk.config import DeployConfig
+from infra.cdk.constructs.tags import tag_function
 from infra.cdk.naming import pascal
 from infra.cdk.packaging import ASGI_HANDLER, ASGI_PORT
 from ragline.topology import TOPOLOGY, FunctionSpec, QueueSpec
@@ -126,6 +127,7 @@ class RaglineFunction(Construct):
             log_group=self.log_group,
             description=f"ragline {spec.name} ({spec.handler})",
         )
+        tag_function(self.function, spec.name)
         # Logs: only this function's own log group (instead of the AWSLambdaBasicExecutionRole managed policy).
         iam.Policy(
             self,
