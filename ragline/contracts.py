@@ -70,7 +70,9 @@ class Principal(Strict):
 class DocumentStatus(StrEnum):
     """received → parsing → chunked → embedding → indexed, or failed (with a code and a reason).
     A presigned upload starts at awaiting_upload and becomes received when its bytes arrive, or
-    failed (upload_expired) when none have arrived by its URL's expiry plus a grace period."""
+    failed (upload_expired) when none have arrived by its URL's expiry plus a grace period.
+    `deleting`: a delete saga holds it (docs/saga.md); it is no longer searchable once its vectors
+    are gone, and a delete that failed past that point leaves it here until a new DELETE resumes."""
 
     AWAITING_UPLOAD = "awaiting_upload"
     RECEIVED = "received"
@@ -79,6 +81,7 @@ class DocumentStatus(StrEnum):
     EMBEDDING = "embedding"
     INDEXED = "indexed"
     FAILED = "failed"
+    DELETING = "deleting"
 
 
 class ContentType(StrEnum):
@@ -117,6 +120,9 @@ class Document(Strict):
     correlation_id: str
     created_at: datetime
     updated_at: datetime
+    operation_id: str | None = Field(
+        default=None, description="The saga operation that holds the document (docs/saga.md), if any"
+    )
 
 
 class Collection(Strict):
@@ -405,6 +411,48 @@ class DocumentView(Strict):
     @classmethod
     def of(cls, document: Document) -> DocumentView:
         return cls.model_validate(document.model_dump(include=set(cls.model_fields)))
+
+
+class OperationKind(StrEnum):
+    DELETE = "delete"
+    UPDATE = "update"
+
+
+class OperationStatus(StrEnum):
+    """pending (accepted, not started) → running → succeeded or failed."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (OperationStatus.SUCCEEDED, OperationStatus.FAILED)
+
+
+class OperationStep(Strict):
+    name: str = Field(description="A state of the operation's state machine, e.g. DeleteVectors")
+    completed_at: datetime
+
+
+class OperationError(Strict):
+    code: str = Field(description="Machine-readable: the error's name")
+    message: str
+
+
+class Operation(Strict):
+    """A long-running change of a document (a saga, docs/saga.md): GET /v1/operations/{id}."""
+
+    operation_id: str
+    kind: OperationKind
+    document_id: str
+    status: OperationStatus
+    current_step: str | None = Field(default=None, description="The step running now (null once finished)")
+    steps: list[OperationStep] = Field(default=[], description="Steps done, in order, with their times")
+    error: OperationError | None = Field(default=None, description="Why it failed, when failed")
+    created_at: datetime
+    updated_at: datetime
 
 
 class DocumentList(Strict):

@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     idempotency_ttl_s: int = Field(
         default=24 * 3600, description="How long an Idempotency-Key replays its first response"
     )
+    operations_table: str = "ragline-operations"
+    operation_ttl_days: int = Field(
+        default=30, ge=1, description="How long an operation (GET /v1/operations/{id}) is kept"
+    )
+    delete_state_machine_arn: str | None = Field(
+        default=None, description="The document-delete saga's state machine (DELETE /v1/documents/{id})"
+    )
     max_inline_bytes: int = Field(default=5 * 1024 * 1024, description="Largest inline document body")
     max_document_bytes: int = Field(
         default=100 * 1024 * 1024, description="Largest document on any path (inline or presigned upload)"

@@ -32,6 +32,10 @@ S3_OBJECT_CREATED = "Object Created"
 # with them (ragline.local.stepfunctions).
 FUNCTION_TAG = "ragline:function"
 STATE_MACHINE_TAG = "ragline:state-machine"
+# The sagas (docs/saga.md): state machines defined in the CDK app (infra/cdk/stacks/saga.py), whose
+# resolved definitions are exported to docs/statemachines/ for the local platform.
+DELETE_STATE_MACHINE = "document-delete"
+STATE_MACHINES = (DELETE_STATE_MACHINE,)
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,8 @@ TOPOLOGY = Topology(
         TableSpec(name="collections", context="ingest", partition_key="tenant_scope", sort_key="name"),
         # Idempotency-Key records of POST /v1/documents (Powertools idempotency), expired by TTL.
         TableSpec(name="idempotency", context="ingest", partition_key="id", ttl_attribute="expiration"),
+        # Operations (sagas) of DELETE /v1/documents/{id}, shown by GET /v1/operations/{id}, expired by TTL.
+        TableSpec(name="operations", context="ingest", partition_key="operation_id", ttl_attribute="ttl"),
         # Conversations of POST /v1/answers (one item holds the turns), expired by TTL after their last turn.
         TableSpec(
             name="conversations", context="context", partition_key="conversation_id", ttl_attribute="ttl"
@@ -209,6 +215,8 @@ TOPOLOGY = Topology(
                 RouteSpec("POST", "/v1/documents"),
                 RouteSpec("GET", "/v1/documents"),
                 RouteSpec("GET", "/v1/documents/{document_id}"),
+                RouteSpec("DELETE", "/v1/documents/{document_id}"),
+                RouteSpec("GET", "/v1/operations/{operation_id}"),
                 RouteSpec("POST", "/v1/collections"),
                 RouteSpec("GET", "/v1/collections"),
                 RouteSpec("GET", "/v1/collections/{name}"),
@@ -235,11 +243,26 @@ TOPOLOGY = Topology(
             queue="uploads",
             timeout_s=300,
         ),
+        # The delete saga's steps on ingest's data, invoked by the state machine (a `step` field says which).
+        FunctionSpec(
+            name="ingest-saga",
+            context="ingest",
+            handler="functions.ingest.handlers.saga.handler",
+            timeout_s=120,
+        ),
         FunctionSpec(
             name="index-worker",
             context="index",
             handler="functions.index.handlers.worker.handler",
             queue="index",
+            memory_mb=1024,
+            timeout_s=300,
+        ),
+        # The saga's steps on the search index (delete a document's vectors; re-index as compensation).
+        FunctionSpec(
+            name="index-saga",
+            context="index",
+            handler="functions.index.handlers.saga.handler",
             memory_mb=1024,
             timeout_s=300,
         ),

@@ -10,6 +10,8 @@ needs only the table), so there is one builder and one cached accessor per servi
                                              both send UploadDeadline to RAGLINE_UPLOADS_QUEUE_URL)
     collection_catalog() -> CollectionCatalog (ingest-api; documents and chunking use their own)
     idempotent_requests() -> IdempotentRequests (ingest-api: the Idempotency-Key store)
+    deletion_requests() -> DeletionRequests  (ingest-api: DELETE /v1/documents/{id}, operations)
+    delete_saga()       -> DeleteSaga        (ingest-saga: ingest's steps of the delete saga)
 
 The accessors build on first use from `get_settings()` and keep the result for the container's life.
 Tests call the `build_*` functions (or `build`, for all three) with moto-backed clients or fakes and
@@ -18,6 +20,7 @@ hand the result to the handler factories; nothing patches this module."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
@@ -26,10 +29,13 @@ from botocore.config import Config
 from functions.ingest.adapters.blob_store import S3BlobStore
 from functions.ingest.adapters.collections_table import DynamoCollectionRepository
 from functions.ingest.adapters.documents_table import DynamoDocumentRepository
+from functions.ingest.adapters.executions import StepFunctionsStarter
 from functions.ingest.adapters.idempotency import IdempotentRequests
+from functions.ingest.adapters.operations_table import DynamoOperationRepository
 from functions.ingest.adapters.upload_records import DynamoUploadRecords
 from functions.ingest.domain.chunking import Chunker, TokenCounter
 from functions.ingest.domain.collections import CollectionCatalog, CollectionDefaults
+from functions.ingest.domain.deletion import DeleteSaga, DeletionRequests
 from functions.ingest.domain.documents import DocumentService
 from functions.ingest.domain.pipeline import ChunkingService
 from functions.ingest.domain.ports import DocumentRepository, EventPublisher, MessageSender
@@ -63,6 +69,43 @@ def build_idempotent_requests(settings: Settings, *, dynamodb: Any = None) -> Id
         dynamodb or aws.client("dynamodb", settings),
         settings.idempotency_table,
         ttl_s=settings.idempotency_ttl_s,
+    )
+
+
+def build_deletion_requests(
+    settings: Settings, *, dynamodb: Any = None, stepfunctions: Any = None
+) -> DeletionRequests:
+    """Without RAGLINE_DELETE_STATE_MACHINE_ARN deletes are refused (503 operation_not_started)."""
+    dynamodb = dynamodb or aws.client("dynamodb", settings)
+    executions = None
+    if settings.delete_state_machine_arn:
+        executions = StepFunctionsStarter(
+            stepfunctions or aws.client("stepfunctions", settings), settings.delete_state_machine_arn
+        )
+    return DeletionRequests(
+        DynamoDocumentRepository(dynamodb, settings.documents_table),
+        DynamoOperationRepository(dynamodb, settings.operations_table),
+        executions,
+        ttl=timedelta(days=settings.operation_ttl_days),
+    )
+
+
+def build_delete_saga(
+    settings: Settings,
+    *,
+    s3: Any = None,
+    dynamodb: Any = None,
+    events: Any = None,
+    publisher: EventPublisher | None = None,
+) -> DeleteSaga:
+    s3 = s3 or aws.client("s3", settings)
+    dynamodb = dynamodb or aws.client("dynamodb", settings)
+    return DeleteSaga(
+        DynamoDocumentRepository(dynamodb, settings.documents_table),
+        DynamoOperationRepository(dynamodb, settings.operations_table),
+        S3BlobStore(s3, settings.raw_bucket),
+        S3BlobStore(s3, settings.parsed_bucket),
+        publisher or _publisher(settings, events),
     )
 
 
@@ -259,3 +302,17 @@ def collection_catalog() -> CollectionCatalog:
 @cache
 def idempotent_requests() -> IdempotentRequests:
     return build_idempotent_requests(get_settings(), dynamodb=_client("dynamodb"))
+
+
+@cache
+def deletion_requests() -> DeletionRequests:
+    return build_deletion_requests(
+        get_settings(), dynamodb=_client("dynamodb"), stepfunctions=_client("stepfunctions")
+    )
+
+
+@cache
+def delete_saga() -> DeleteSaga:
+    return build_delete_saga(
+        get_settings(), s3=_client("s3"), dynamodb=_client("dynamodb"), events=_client("events")
+    )

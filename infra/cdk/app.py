@@ -4,6 +4,7 @@ Stacks, in dependency order (every arrow is a CloudFormation export/import):
 
     Models ─┐
     Platform ─> Ingest ─> Index ─> Retrieve ─> Context ─> Api
+                          Index ─> Saga (the document-delete state machine)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from infra.cdk.stacks.ingest import IngestStack
 from infra.cdk.stacks.models import ModelsStack
 from infra.cdk.stacks.platform import PlatformStack
 from infra.cdk.stacks.retrieve import RetrieveStack
+from infra.cdk.stacks.saga import SagaStack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CDK_JSON = REPO_ROOT / "cdk.json"
@@ -44,6 +46,7 @@ def build(app: App, config: DeployConfig, env: Environment | None = None) -> dic
     context = ContextStack(
         app, "Context", platform=platform, retrieve=retrieve, models=models, **kw("Context")
     )
+    saga = SagaStack(app, "Saga", ingest=ingest, index=index, **kw("Saga"))
     functions = {**ingest.functions, **index.functions, **retrieve.functions, **context.functions}
     api = ApiStack(app, "Api", functions=functions, **kw("Api"))
 
@@ -55,6 +58,7 @@ def build(app: App, config: DeployConfig, env: Environment | None = None) -> dic
         "Retrieve": retrieve,
         "Context": context,
         "Api": api,
+        "Saga": saga,
     }
     for stack in stacks.values():
         Tags.of(stack).add("project", "ragline")

@@ -10,3 +10,9 @@ def pascal(name: str) -> str:
 def rule_name(stage: str, rule: str) -> str:
     """The explicit name of a rule another stack must know the ARN of before the rule exists."""
     return f"ragline-{stage}-{rule}"
+
+
+def state_machine_name(stage: str, name: str) -> str:
+    """The explicit name of a state machine: the ingest API starts executions of it, and its stack
+    comes after the API's (it needs functions of later stacks), so the API knows it by name."""
+    return f"ragline-{stage}-{name}"

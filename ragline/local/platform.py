@@ -86,6 +86,7 @@ def environment(config: LocalConfig) -> dict[str, str]:
         "RAGLINE_DOCUMENTS_TABLE": physical_name("documents"),
         "RAGLINE_COLLECTIONS_TABLE": physical_name("collections"),
         "RAGLINE_IDEMPOTENCY_TABLE": physical_name("idempotency"),
+        "RAGLINE_OPERATIONS_TABLE": physical_name("operations"),
         "RAGLINE_SEARCH_BACKEND": "lance",
         "RAGLINE_LANCE_PATH": str(config.state_dir / "index"),
         "RAGLINE_EMBEDDING_BACKEND": "http",

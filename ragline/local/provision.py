@@ -1,34 +1,56 @@
 """Creates the local AWS resources (in the moto server) from ragline.topology, the same specs the
-CDK app deploys, and returns the settings the functions need to find them."""
+CDK app deploys, and returns the settings the functions need to find them. State machines come from
+the definitions the CDK app synthesizes, exported to docs/statemachines/ (infra/cdk/statemachines.py)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ragline import aws
+from ragline.local.stepfunctions import LOCAL_ACCOUNT
 from ragline.settings import Settings
-from ragline.topology import BUCKETS, BUS_NAME, TOPOLOGY, Topology, dlq_name, physical_name
+from ragline.topology import (
+    BUCKETS,
+    BUS_NAME,
+    DELETE_STATE_MACHINE,
+    STATE_MACHINES,
+    TOPOLOGY,
+    Topology,
+    dlq_name,
+    physical_name,
+)
+
+STATE_MACHINE_DIR = Path(__file__).resolve().parents[2] / "docs" / "statemachines"
+# moto checks nothing about the role; in AWS the CDK app makes one per state machine.
+STATES_ROLE = f"arn:aws:iam::{LOCAL_ACCOUNT}:role/ragline-local-states"
 
 
 @dataclass(frozen=True)
 class Provisioned:
     queue_urls: dict[str, str]
     queue_arns: dict[str, str]
+    state_machine_arns: dict[str, str] = field(default_factory=dict)
 
     def environment(self) -> dict[str, str]:
         return {
             "RAGLINE_INDEX_QUEUE_URL": self.queue_urls["index"],
             "RAGLINE_UPLOADS_QUEUE_URL": self.queue_urls["uploads"],
+            "RAGLINE_DELETE_STATE_MACHINE_ARN": self.state_machine_arns[DELETE_STATE_MACHINE],
         }
 
 
-def provision(settings: Settings, topology: Topology = TOPOLOGY) -> Provisioned:
+def provision(
+    settings: Settings, topology: Topology = TOPOLOGY, *, state_machine_dir: Path = STATE_MACHINE_DIR
+) -> Provisioned:
     s3, sqs, ddb, events = (aws.client(name, settings) for name in ("s3", "sqs", "dynamodb", "events"))
 
     for bucket in BUCKETS:
         s3.create_bucket(Bucket=physical_name(bucket))
+        # Versioned, as deployed (the delete saga removes every version of a document's objects).
+        s3.put_bucket_versioning(Bucket=physical_name(bucket), VersioningConfiguration={"Status": "Enabled"})
         if any(rule.bucket == bucket for rule in topology.rules):
             # moto then puts S3's events on EventBridge, as S3 does (see the rules below).
             s3.put_bucket_notification_configuration(
@@ -86,7 +108,16 @@ def provision(settings: Settings, topology: Topology = TOPOLOGY) -> Provisioned:
             EventBusName=rule.bus,
             Targets=[{"Id": rule.queue, "Arn": arns[rule.queue]}],
         )
-    return Provisioned(queue_urls=urls, queue_arns=arns)
+    sfn = aws.client("stepfunctions", settings)
+    machines = {
+        name: sfn.create_state_machine(
+            name=physical_name(name),
+            definition=(state_machine_dir / f"{name}.asl.json").read_text(),
+            roleArn=STATES_ROLE,
+        )["stateMachineArn"]
+        for name in STATE_MACHINES
+    }
+    return Provisioned(queue_urls=urls, queue_arns=arns, state_machine_arns=machines)
 
 
 def _key_schema(partition_key: str, sort_key: str | None) -> list[dict[str, str]]:

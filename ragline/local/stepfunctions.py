@@ -25,7 +25,8 @@ name: moto names an unnamed execution "None" (AWS makes a UUID).
 
 The definition comes from the synthesized template (`local_definition`): its intrinsic functions are
 resolved for the local platform, each Lambda function found by the `FUNCTION_TAG` the CDK app puts on
-it (its topology name), so the local ARNs point at the functions the topology names.
+it (its topology name), so the local ARNs point at the functions the topology names. A function of
+another stack (`Fn::ImportValue`) is found through that stack's exports: pass its template in `imports`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import logging
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
 from unittest import mock
@@ -220,10 +221,16 @@ class _Resolver:
     """CloudFormation's intrinsic functions, as far as CDK uses them in state machine definitions."""
 
     def __init__(
-        self, resources: Mapping[str, Any], refs: Mapping[str, str], region: str, account: str
+        self,
+        resources: Mapping[str, Any],
+        refs: Mapping[str, str],
+        region: str,
+        account: str,
+        exports: Mapping[str, tuple[Mapping[str, Any], Any]] | None = None,
     ) -> None:
         self._resources = resources
         self._refs = refs
+        self._exports = exports or {}
         self._pseudo = {
             "AWS::Partition": "aws",
             "AWS::Region": region,
@@ -245,6 +252,14 @@ class _Resolver:
             if function == "Fn::GetAtt":
                 logical_id, attribute = argument.split(".", 1) if isinstance(argument, str) else argument
                 return self._get_att(logical_id, attribute)
+            if function == "Fn::ImportValue" and isinstance(argument, str):
+                if argument not in self._exports:
+                    raise UnresolvedReference(
+                        f"Fn::ImportValue {argument}: no template in `imports` exports it"
+                    )
+                resources, value = self._exports[argument]
+                exporter = _Resolver(resources, self._refs, self._region, self._account, self._exports)
+                return exporter.value(value)
         raise UnresolvedReference(f"unsupported in a local definition: {json.dumps(node)}")
 
     def _ref(self, name: str) -> str:
@@ -289,19 +304,27 @@ def local_definition(
     state_machine: str,
     *,
     refs: Mapping[str, str] | None = None,
+    imports: Iterable[Mapping[str, Any]] = (),
     region: str = LOCAL_REGION,
     account: str = LOCAL_ACCOUNT,
 ) -> str:
     """The ASL that the state machine `state_machine` (a logical id) of a synthesized template
     deploys, with each Lambda function's ARN replaced by its local one. `refs` gives local values
     for other tokens (logical id for Ref, 'LogicalId.Attribute' for Fn::GetAtt): a token left
-    unresolved raises `UnresolvedReference` rather than leave a wrong value in the definition."""
+    unresolved raises `UnresolvedReference` rather than leave a wrong value in the definition.
+    `imports`: the app's other templates, whose exports resolve `Fn::ImportValue`."""
+    exports = {
+        output["Export"]["Name"]: (other["Resources"], output["Value"])
+        for other in imports
+        for output in other.get("Outputs", {}).values()
+        if isinstance(output.get("Export", {}).get("Name"), str)
+    }
     resources = template["Resources"]
     resource = resources.get(state_machine)
     if resource is None or resource["Type"] != STATE_MACHINE:
         raise ValueError(f"{state_machine} is not a {STATE_MACHINE} of this template")
     properties = resource["Properties"]
-    resolver = _Resolver(resources, refs or {}, region, account)
+    resolver = _Resolver(resources, refs or {}, region, account, exports)
     if "DefinitionString" in properties:
         text = resolver.value(properties["DefinitionString"])
     elif "Definition" in properties:
@@ -316,7 +339,7 @@ def local_definition(
 
 def _resolve_tree(node: Any, resolver: _Resolver) -> Any:
     if isinstance(node, dict):
-        if len(node) == 1 and next(iter(node)) in {"Ref", "Fn::GetAtt", "Fn::Join"}:
+        if len(node) == 1 and next(iter(node)) in {"Ref", "Fn::GetAtt", "Fn::Join", "Fn::ImportValue"}:
             return resolver.value(node)
         return {key: _resolve_tree(value, resolver) for key, value in node.items()}
     if isinstance(node, list):

@@ -11,6 +11,7 @@ import pytest
 
 from functions.ingest import wiring
 from functions.ingest.adapters.documents_table import DynamoDocumentRepository
+from functions.ingest.adapters.operations_table import DynamoOperationRepository
 from functions.ingest.domain.ports import raw_key
 from functions.ingest.handlers import api, status, worker
 from ragline.contracts import (
@@ -514,3 +515,71 @@ def test_declared_fields_of_the_right_type_and_undeclared_keys_are_accepted(
     )
     assert response["statusCode"] == 202
     assert record(p, json.loads(response["body"])["document_id"]).metadata == metadata
+
+
+# ---------------------------------------------------------------------------------------------
+# DELETE /v1/documents/{id} and GET /v1/operations/{id} (the saga itself: test_delete_saga.py)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("configured", [False, True])
+def test_a_delete_that_cannot_start_is_503_and_leaves_the_document(
+    aws_platform: AwsPlatform, services: wiring.IngestServices, lambda_context, configured: bool
+) -> None:
+    """No state machine configured: refused before anything is written. One that cannot be started
+    (here: it does not exist): the operation is recorded failed, and its requester can read why."""
+    missing = "arn:aws:states:us-east-1:123456789012:stateMachine:missing"
+    settings = aws_platform.settings.model_copy(
+        update={"delete_state_machine_arn": missing if configured else None}
+    )
+    app = api.create_app(
+        lambda: services.documents,
+        deletions=lambda: wiring.build_deletion_requests(settings, dynamodb=aws_platform.dynamodb),
+    )
+
+    def call(event: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        response = app.resolve(event, lambda_context)
+        return response["statusCode"], json.loads(response["body"])
+
+    created = upload(lambda event: (*call(event), {}))
+    delete = rest_event(
+        "DELETE",
+        f"/v1/documents/{created.document_id}",
+        headers={"Idempotency-Key": "k-1"},
+        resource="/v1/documents/{document_id}",
+        path_parameters={"document_id": created.document_id},
+    )
+    outsider = {**delete["requestContext"], "authorizer": {"claims": OUTSIDER}}
+    if configured:  # unconfigured, every delete is 503 before anything is read
+        assert call({**delete, "requestContext": outsider})[0] == 404
+    status_code, body = call(delete)
+    assert (status_code, body["error"]["code"]) == (503, "operation_not_started"), body
+
+    assert record(aws_platform, created.document_id).status == "received"
+    items = aws_platform.dynamodb.scan(TableName=settings.operations_table)["Items"]
+    if not configured:
+        assert items == []
+        return
+    operations = DynamoOperationRepository(aws_platform.dynamodb, settings.operations_table)
+    (item,) = items
+    operation_id = item["operation_id"]["S"]
+    recorded = operations.get(operation_id)
+    assert recorded is not None and recorded.operation.status == "failed"
+    get_operation = rest_event(
+        "GET",
+        f"/v1/operations/{operation_id}",
+        resource="/v1/operations/{operation_id}",
+        path_parameters={"operation_id": operation_id},
+    )
+    status_code, body = call(get_operation)
+    assert status_code == 200 and body["error"]["code"] == "operation_not_started", body
+    assert (
+        call(
+            {
+                **get_operation,
+                "requestContext": {**get_operation["requestContext"], "authorizer": {"claims": OUTSIDER}},
+            }
+        )[0]
+        == 404
+    )
+    assert record(aws_platform, created.document_id).status == "received"

@@ -14,6 +14,10 @@ _MISSING = {"NoSuchKey", "404", "NotFound"}
 _READ_CHUNK = 1024 * 1024
 
 
+class DeleteFailed(RuntimeError):
+    """S3 reported per-object failures in a 200 response (transient: the step retries)."""
+
+
 class S3BlobStore:
     def __init__(self, s3_client: Any, bucket: str) -> None:
         self._client = s3_client
@@ -43,6 +47,25 @@ class S3BlobStore:
 
     def delete(self, key: str) -> None:
         self._client.delete_object(Bucket=self.bucket, Key=key)
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Every object under `prefix` with all its versions and delete markers (the buckets are
+        versioned: a plain DeleteObject would only hide the bytes behind a delete marker)."""
+        deleted = 0
+        paginator = self._client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            versions = [
+                {"Key": v["Key"], "VersionId": v["VersionId"]}
+                for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+            ]
+            if versions:
+                response = self._client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": versions, "Quiet": True}
+                )
+                if errors := response.get("Errors"):
+                    raise DeleteFailed(f"{len(errors)} objects under {prefix} not deleted: {errors[0]}")
+                deleted += len(versions)
+        return deleted
 
     def presign_put(self, key: str, *, content_type: str, size_bytes: int, expires_in_s: int) -> PresignedPut:
         """SigV4 signs the Content-Length, Content-Type and If-None-Match headers, so S3 refuses a

@@ -257,3 +257,107 @@ class DynamoDocumentRepository:
                 return False
             raise
         return True
+
+    # ------------------------------------------------------------------ sagas (docs/saga.md)
+
+    def claim_operation(self, document_id: str, operation_id: str, *, holder: str | None) -> bool:
+        names = {"#id": "id", "#op": "operation_id"}
+        values: dict[str, Any] = {":op": {"S": operation_id}}
+        condition = "attribute_exists(#id) AND (attribute_not_exists(#op) OR #op = :op"
+        if holder is not None:
+            values[":holder"] = {"S": holder}
+            condition += " OR #op = :holder"
+        return self._conditional_update(
+            document_id,
+            update="SET #op = :op",
+            condition=condition + ")",
+            names=names,
+            values=values,
+        )
+
+    def mark_deleting(
+        self, document_id: str, operation_id: str, *, expected: DocumentStatus, updated_at: datetime
+    ) -> bool:
+        return self._conditional_update(
+            document_id,
+            update="SET #status = :deleting, #updated_at = :now, #stage_times.#deleting = :now",
+            condition="#op = :op AND #status = :expected",
+            names={
+                "#op": "operation_id",
+                "#status": "status",
+                "#updated_at": "updated_at",
+                "#stage_times": "stage_times",
+                "#deleting": DocumentStatus.DELETING.value,
+            },
+            values={
+                ":op": {"S": operation_id},
+                ":expected": {"S": expected.value},
+                ":deleting": {"S": DocumentStatus.DELETING.value},
+                ":now": {"S": updated_at.isoformat()},
+            },
+        )
+
+    def restore_status(
+        self, document_id: str, operation_id: str, *, status: DocumentStatus, updated_at: datetime
+    ) -> bool:
+        return self._conditional_update(
+            document_id,
+            update="SET #status = :status, #updated_at = :now REMOVE #op",
+            condition="#op = :op AND #status = :deleting",
+            names={"#op": "operation_id", "#status": "status", "#updated_at": "updated_at"},
+            values={
+                ":op": {"S": operation_id},
+                ":status": {"S": status.value},
+                ":deleting": {"S": DocumentStatus.DELETING.value},
+                ":now": {"S": updated_at.isoformat()},
+            },
+        )
+
+    def delete(self, document_id: str, operation_id: str, *, content_key: str | None) -> None:
+        """The claim first: once the document is gone, nothing would name its claim any more."""
+        deletes = []
+        if content_key is not None:
+            deletes.append(
+                {
+                    "Key": {"id": {"S": content_key}},
+                    "ConditionExpression": "document_id = :id",
+                    "ExpressionAttributeValues": {":id": {"S": document_id}},
+                }
+            )
+        deletes.append(
+            {
+                "Key": {"id": {"S": document_id}},
+                "ConditionExpression": "operation_id = :op",
+                "ExpressionAttributeValues": {":op": {"S": operation_id}},
+            }
+        )
+        for delete in deletes:
+            try:
+                self._client.delete_item(TableName=self._table, **delete)
+            except ClientError as exc:
+                if not _is_condition_failure(exc):  # not ours (another holder), or already gone
+                    raise
+
+    def _conditional_update(
+        self,
+        document_id: str,
+        *,
+        update: str,
+        condition: str,
+        names: dict[str, str],
+        values: dict[str, Any],
+    ) -> bool:
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"id": {"S": document_id}},
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True

@@ -3,9 +3,10 @@
 Content dedupe: a document claims its `content_key` (tenant, collection, sha256 of the bytes, the
 set of allowed groups) in the same conditional transaction that creates its record, so two
 identical uploads racing each other make one document. Re-uploading identical content returns the
-holder of the key (`deduplicated`) when it is live (not failed, not superseded) and the caller
-may see it; a failed or superseded holder is replaced by the new document; a holder the caller may
-not see is never revealed: the upload makes a new document, which does not take the key.
+holder of the key (`deduplicated`) when it is live (not failed or being deleted, not superseded)
+and the caller may see it; a failed, deleting or superseded holder is replaced by the new document;
+a holder the caller may not see is never revealed: the upload makes a new document, which does not
+take the key.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ from .ports import (
 # A listing request reads at most this many records (visible or not) before it returns what it
 # found with a cursor: a caller who sees little of a large tenant gets short pages, never a slow one.
 LIST_READ_BUDGET = 1000
+# A content claim whose document is in one of these may be taken over by a new upload.
+_NOT_LIVE = frozenset({DocumentStatus.FAILED, DocumentStatus.DELETING})
 _POSITION = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z#[0-9A-Za-z_-]{1,128}$")
 
 
@@ -187,13 +190,13 @@ class DocumentService:
             raise CollectionNotFound(name)
 
     def _holder(self, key: str) -> tuple[ContentClaim | None, Document | None]:
-        """The claim on `key`, and its document while that still counts: not failed, not
-        superseded by a newer version. A claim without a live document may be taken over."""
+        """The claim on `key`, and its document while that still counts: not failed or being
+        deleted, not superseded by a newer version. A claim without a live document may be taken over."""
         claim = self._documents.find_by_content(key)
         if claim is None:
             return None, None
         holder = self._documents.get(claim.document_id)
-        if holder is None or holder.version != claim.version or holder.status == DocumentStatus.FAILED:
+        if holder is None or holder.version != claim.version or holder.status in _NOT_LIVE:
             return claim, None
         return claim, holder
 

@@ -242,3 +242,26 @@ class RetriesExhausted(IngestError):
 
 class InvalidBase64(IngestError):
     code = "invalid_base64"
+
+
+class OperationNotFound(IngestError):
+    """Also raised for operations of another requester, so existence does not leak."""
+
+    code = "operation_not_found"
+
+    def __init__(self, operation_id: str) -> None:
+        super().__init__(f"operation {operation_id} not found")
+
+
+class OperationNotStarted(IngestError):
+    """No state machine is configured (nothing is written), or it could not be started (the operation
+    is recorded failed): a new request (without the Idempotency-Key, or with a new one) tries again."""
+
+    code = "operation_not_started"
+
+
+class DocumentBusy(IngestError):
+    """Another operation holds the document, or it is still being ingested: the saga retries the
+    step with backoff (deletes wait their turn; they are never rejected for it)."""
+
+    code = "document_busy"

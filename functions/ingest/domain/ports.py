@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from ragline.contracts import Collection as CollectionRecord
 from ragline.contracts import (
@@ -15,6 +15,7 @@ from ragline.contracts import (
     DocumentStatus,
     EventDetail,
     EventMetadata,
+    Operation,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -88,6 +89,53 @@ class DocumentRepository(Protocol):
         `expected` statuses; False when it is not (a duplicate, late or stale event). The time the
         record entered `status` is kept in `stage_times[status]` (= `updated_at`)."""
 
+    def claim_operation(self, document_id: str, operation_id: str, *, holder: str | None) -> bool:
+        """Record `operation_id` on the document iff it still exists and holds no operation or
+        `holder` (an operation that has finished); False otherwise."""
+
+    def mark_deleting(
+        self, document_id: str, operation_id: str, *, expected: DocumentStatus, updated_at: datetime
+    ) -> bool:
+        """Status `expected` → deleting, iff the document is held by `operation_id`."""
+
+    def restore_status(
+        self, document_id: str, operation_id: str, *, status: DocumentStatus, updated_at: datetime
+    ) -> bool:
+        """deleting → `status` and release the document, iff held by `operation_id` (compensation)."""
+
+    def delete(self, document_id: str, operation_id: str, *, content_key: str | None) -> None:
+        """Delete the content claim `content_key` if this document holds it, then the document if
+        `operation_id` holds it. Idempotent: what is already gone is not an error."""
+
+
+class OperationRepository(Protocol):
+    def create(self, record: OperationRecord) -> bool:
+        """Insert; False (nothing written) when an operation with this id exists."""
+
+    def get(self, operation_id: str) -> OperationRecord | None: ...
+
+    def save(self, record: OperationRecord) -> None:
+        """Write the whole record (one saga step at a time changes it)."""
+
+
+class ExecutionStarter(Protocol):
+    def start(self, name: str, payload: dict[str, Any]) -> None:
+        """Start the state machine's execution `name` with `payload`; one that exists (running with
+        this input, or finished) counts as started."""
+
+
+@dataclass
+class OperationRecord:
+    """An operation as stored: the API's view plus who may see it, when it expires, and what the
+    saga noted about the document when it took it (`document`, for compensation and retries)."""
+
+    operation: Operation
+    tenant: str | None
+    requester: str
+    expires_at: datetime
+    correlation_id: str
+    document: dict[str, Any] = field(default_factory=dict)
+
 
 class CollectionRepository(Protocol):
     def create(self, tenant: str | None, collection: CollectionRecord) -> None:
@@ -101,6 +149,9 @@ class CollectionRepository(Protocol):
 
 class BlobStore(Protocol):
     def put(self, key: str, data: bytes, content_type: str) -> None: ...
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under `prefix`, with all its versions; returns how many versions went."""
 
     def get(self, key: str) -> bytes:
         """The object's bytes; BlobNotFound when there is none."""
@@ -117,6 +168,14 @@ class MessageSender(Protocol):
 # --------------------------------------------------------------------------------------------
 # Object keys (one layout, used by writers and, through events, by readers)
 # --------------------------------------------------------------------------------------------
+
+
+def raw_prefix(document_id: str) -> str:
+    return f"raw/{document_id}/"
+
+
+def document_parsed_prefix(document_id: str) -> str:
+    return f"parsed/{document_id}/"
 
 
 def raw_key(document_id: str, version: int) -> str:

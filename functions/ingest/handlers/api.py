@@ -1,6 +1,7 @@
 """ingest-api: POST /v1/documents (accept a document), GET /v1/documents (list),
-GET /v1/documents/{document_id}, POST /v1/collections, GET /v1/collections (list) and
-GET /v1/collections/{name}.
+GET /v1/documents/{document_id}, DELETE /v1/documents/{document_id} (202 with the operation; the
+delete saga runs it, docs/saga.md), GET /v1/operations/{operation_id}, POST /v1/collections,
+GET /v1/collections (list) and GET /v1/collections/{name}.
 
 Thin: validate (Powertools + the pydantic contracts), find the caller, call DocumentService, map
 the result. Domain errors become HTTP here, in `_DOMAIN_STATUS`, and nowhere else; everything
@@ -28,6 +29,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.ingest import wiring
 from functions.ingest.adapters.idempotency import IdempotentRequests
 from functions.ingest.domain.collections import CollectionCatalog
+from functions.ingest.domain.deletion import DeletionRequests
 from functions.ingest.domain.documents import DocumentService
 from functions.ingest.domain.errors import (
     ChunkTooLarge,
@@ -36,6 +38,7 @@ from functions.ingest.domain.errors import (
     ContentTypeMismatch,
     ContentTypeRequired,
     DocumentAlreadyExists,
+    DocumentBusy,
     DocumentNotFound,
     DocumentTooLarge,
     EmptyDocument,
@@ -47,6 +50,8 @@ from functions.ingest.domain.errors import (
     InvalidBase64,
     InvalidCursor,
     InvalidMetadata,
+    OperationNotFound,
+    OperationNotStarted,
     UnsupportedBody,
     UnsupportedContentType,
     UnsupportedEmbeddingModel,
@@ -63,6 +68,7 @@ from ragline.contracts import (
     DocumentList,
     DocumentStatus,
     DocumentView,
+    Operation,
     Principal,
     new_id,
 )
@@ -90,6 +96,9 @@ _DOMAIN_STATUS: dict[type[IngestError], HTTPStatus] = {
     InvalidCursor: HTTPStatus.BAD_REQUEST,
     IdempotencyKeyReused: HTTPStatus.CONFLICT,
     IdempotencyKeyInProgress: HTTPStatus.CONFLICT,
+    OperationNotFound: HTTPStatus.NOT_FOUND,
+    OperationNotStarted: HTTPStatus.SERVICE_UNAVAILABLE,
+    DocumentBusy: HTTPStatus.CONFLICT,
     # What the bytes are, decided at upload when it can be (later failures become a failed status).
     UnsupportedContentType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
     ContentTypeMismatch: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
@@ -107,6 +116,7 @@ def create_app(
     *,
     collections: Callable[[], CollectionCatalog] = wiring.collection_catalog,
     idempotency: Callable[[], IdempotentRequests] = wiring.idempotent_requests,
+    deletions: Callable[[], DeletionRequests] = wiring.deletion_requests,
 ) -> APIGatewayRestResolver:
     """The routes over whichever services the callables return (built lazily, once). Without an
     upload service, `upload: true` requests get 422 unsupported_body."""
@@ -211,6 +221,36 @@ def create_app(
     @app.get("/v1/documents/<document_id>")
     def get_document(document_id: str) -> DocumentView:
         return DocumentView.of(document_service().get(document_id, caller()))
+
+    @app.delete("/v1/documents/<document_id>")
+    def delete_document(
+        document_id: str,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                pattern=IDEMPOTENCY_KEY,
+                description="Makes retries safe: the same key gets the same operation",
+            ),
+        ] = None,
+    ) -> Response[Operation]:
+        principal = caller()
+        cid = correlation_id()
+        logger.set_correlation_id(cid)
+        operation = deletions().delete(document_id, principal, cid, idempotency_key=idempotency_key)
+        logger.info(
+            "delete accepted",
+            extra={"document_id": document_id, "operation_id": operation.operation_id},
+        )
+        return Response(
+            status_code=HTTPStatus.ACCEPTED,
+            content_type=content_types.APPLICATION_JSON,
+            body=operation,
+            headers={"Location": f"/v1/operations/{operation.operation_id}", CORRELATION_HEADER: cid},
+        )
+
+    @app.get("/v1/operations/<operation_id>")
+    def get_operation(operation_id: str) -> Operation:
+        return deletions().get(operation_id, caller())
 
     @app.post("/v1/collections")
     def create_collection(body: CreateCollectionRequest) -> Response[Collection]:

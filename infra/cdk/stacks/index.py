@@ -28,6 +28,8 @@ SEARCH_READ_ACTIONS = ("es:ESHttpGet", "es:ESHttpPost", "es:ESHttpHead")
 SEARCH_WRITE_ACTIONS = (*SEARCH_READ_ACTIONS, "es:ESHttpPut", "es:ESHttpDelete", "es:ESHttpPatch")
 # Which bounded contexts may call the domain, and how.
 SEARCH_ACCESS = {"index": SEARCH_WRITE_ACTIONS, "retrieve": SEARCH_READ_ACTIONS}
+# Functions that publish nothing (index-saga: the saga reports its outcome through ingest).
+QUIET = {"index-saga"}
 
 
 def search_environment(
@@ -78,8 +80,9 @@ class IndexStack(Stack):
         )
         for fn in self.functions.values():
             ingest.buckets["parsed"].grant_read(fn.role)  # claim check: chunks are stored, not sent
-            platform.bus.grant_put_events_to(fn.role)
             models.grant_invoke("embedding", fn.role)
+            if fn.spec.name not in QUIET:
+                platform.bus.grant_put_events_to(fn.role)
 
     def _domain(self, config: DeployConfig) -> opensearch.Domain:
         os_config = config.opensearch

@@ -7,10 +7,11 @@ the default bus's rule for them lives here because its pattern names the bucket.
 
 from __future__ import annotations
 
-from aws_cdk import Stack
+from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
@@ -19,17 +20,29 @@ from infra.cdk.config import DeployConfig
 from infra.cdk.constructs.function import RaglineFunction, context_functions
 from infra.cdk.constructs.table import context_tables
 from infra.cdk.environment import env, var
-from infra.cdk.naming import pascal, rule_name
+from infra.cdk.naming import pascal, rule_name, state_machine_name
 from infra.cdk.packaging import TOKENIZER_PATH
 from infra.cdk.stacks.platform import PlatformStack
 from ragline.contracts import ChunksReady, UploadDeadline
-from ragline.topology import BUCKETS, POINT_TO_POINT, TOPOLOGY, RouteSpec, RuleSpec
+from ragline.topology import (
+    BUCKETS,
+    DELETE_STATE_MACHINE,
+    POINT_TO_POINT,
+    TOPOLOGY,
+    RouteSpec,
+    RuleSpec,
+)
 
 CONTEXT = "ingest"
 # Buckets whose events a topology rule routes: clients upload into them with presigned PUTs.
 UPLOAD_BUCKETS = {rule.bucket for rule in TOPOLOGY.rules if rule.bucket is not None}
 # Who hands out upload URLs: each schedules its UploadDeadline on the uploads queue.
 UPLOAD_STARTERS = {f.name for f in TOPOLOGY.functions if RouteSpec("POST", "/v1/documents") in f.routes}
+# Who starts the delete saga (DELETE /v1/documents/{id}), and the function that runs ingest's steps.
+DELETE_STARTERS = {
+    f.name for f in TOPOLOGY.functions if RouteSpec("DELETE", "/v1/documents/{document_id}") in f.routes
+}
+SAGA_FUNCTION = "ingest-saga"
 # Browsers PUT to the presigned URL from any origin (the signature, not the origin, authorizes it):
 # narrow allowed_origins to your web app's origin if you have one.
 UPLOAD_CORS = [
@@ -114,8 +127,9 @@ class IngestStack(Stack):
                     var("uploads_queue_url"), uploads_queue.queue_url
                 )
                 uploads_queue.grant(self.functions[name].role, "sqs:SendMessage")
+        self._delete_saga(config, platform)
         for fn in self.functions.values():
-            if fn.spec.name in upload_consumers:
+            if fn.spec.name in upload_consumers or fn.spec.name == SAGA_FUNCTION:
                 continue
             role = fn.role
             for bucket in self.buckets.values():
@@ -124,6 +138,38 @@ class IngestStack(Stack):
                 table.grant_read_write_data(role)
             platform.bus.grant_put_events_to(role)
             index_queue.grant_send_messages(role)
+
+    def _delete_saga(self, config: DeployConfig, platform: PlatformStack) -> None:
+        """The starters may start executions of the document-delete state machine and nothing else;
+        ingest-saga may read and write the documents and operations tables, delete (every version
+        of) the objects under each bucket's own prefix, and announce the outcome."""
+        arn = self.format_arn(
+            service="states",
+            resource="stateMachine",
+            resource_name=state_machine_name(config.stage, DELETE_STATE_MACHINE),
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        for name in DELETE_STARTERS:
+            self.functions[name].function.add_environment(var("delete_state_machine_arn"), arn)
+            self.functions[name].role.add_to_principal_policy(
+                iam.PolicyStatement(actions=["states:StartExecution"], resources=[arn])
+            )
+        role = self.functions[SAGA_FUNCTION].role
+        self.tables["documents"].grant(role, "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
+        self.tables["operations"].grant(role, "dynamodb:GetItem", "dynamodb:PutItem")
+        for name, bucket in self.buckets.items():
+            role.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=["s3:ListBucket", "s3:ListBucketVersions"], resources=[bucket.bucket_arn]
+                )
+            )
+            role.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=["s3:DeleteObject", "s3:DeleteObjectVersion"],
+                    resources=[bucket.arn_for_objects(f"{name}/*")],
+                )
+            )
+        platform.bus.grant_put_events_to(role)
 
     def _bucket_rule(self, rule: RuleSpec, config: DeployConfig, platform: PlatformStack) -> None:
         """On the default bus (S3 puts its events nowhere else), named as the Platform stack's queue

@@ -1,0 +1,138 @@
+"""Saga: the document-delete state machine (docs/saga.md) over ingest's and index's saga functions.
+
+Its own stack because it needs functions of both contexts (Ingest → Index → Saga); the ingest API,
+which starts executions, knows it by its explicit name (`naming.state_machine_name`), so Ingest does
+not depend on this stack. Every task is a Lambda task of the context that owns the data, invoked as
+`{"step": <state name>, "saga": <state>}`, retried with backoff on transient errors
+(`ragline.saga.TRANSIENT_ERRORS`). Before the pivot (DeleteVectors) a failure is compensated; after it
+the steps are retried generously and a failure leaves the document `deleting` for a new DELETE.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from infra.cdk.config import DeployConfig
+from infra.cdk.constructs.tags import tag_state_machine
+from infra.cdk.naming import state_machine_name
+from infra.cdk.stacks.index import IndexStack
+from infra.cdk.stacks.ingest import IngestStack
+from ragline.saga import (
+    COMPLETE,
+    DELETE_OBJECTS,
+    DELETE_RECORD,
+    DELETE_VECTORS,
+    FAIL_OPERATION,
+    MARK_DELETING,
+    PUBLISH_DELETED,
+    REINDEX,
+    TRANSIENT_ERRORS,
+    UNMARK_DELETING,
+)
+from ragline.topology import DELETE_STATE_MACHINE
+
+# Transient errors: 2 s, 4 s, ... capped at 60 s, 6 retries (about 3 minutes).
+TRANSIENT_RETRY = {"interval": Duration.seconds(2), "max_attempts": 6, "backoff_rate": 2.0}
+# MarkDeleting waits while another operation holds the document or it is still being ingested.
+BUSY_RETRY = {"interval": Duration.seconds(2), "max_attempts": 10, "backoff_rate": 2.0}
+# After the pivot nothing can be undone honestly: any other error is retried too before giving up.
+AFTER_PIVOT_RETRY = {"interval": Duration.seconds(1), "max_attempts": 2, "backoff_rate": 2.0}
+MAX_DELAY = Duration.seconds(60)
+BUSY = "DocumentBusy"
+
+
+class SagaStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeployConfig,
+        ingest: IngestStack,
+        index: IndexStack,
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.state_machines: dict[str, sfn.StateMachine] = {
+            DELETE_STATE_MACHINE: self._document_delete(
+                config,
+                ingest.functions["ingest-saga"].function,
+                index.functions["index-saga"].function,
+            )
+        }
+
+    def _task(
+        self, step: str, function: lambda_.IFunction, *, result_path: str | None = sfn.JsonPath.DISCARD
+    ) -> tasks.LambdaInvoke:
+        task = tasks.LambdaInvoke(
+            self,
+            step,
+            lambda_function=function,
+            payload=sfn.TaskInput.from_object({"step": step, "saga": sfn.JsonPath.entire_payload}),
+            payload_response_only=True,
+            retry_on_service_exceptions=False,  # TRANSIENT_ERRORS has them, with our backoff
+            result_path=result_path,
+        )
+        task.add_retry(errors=list(TRANSIENT_ERRORS), max_delay=MAX_DELAY, **TRANSIENT_RETRY)
+        return task
+
+    def _document_delete(
+        self, config: DeployConfig, ingest: lambda_.IFunction, index: lambda_.IFunction
+    ) -> sfn.StateMachine:
+        everything = [sfn.Errors.ALL]
+        fail = self._task(FAIL_OPERATION, ingest).next(
+            sfn.Fail(self, "Failed", error="DeleteFailed", cause="the operation records why")
+        )
+
+        # Compensation: the active version back in the index (after DeleteVectors), then the status
+        # back (after either step: MarkDeleting may have marked the document before it failed).
+        reindex = self._task(REINDEX, index, result_path="$.reindexed")
+        unmark = self._task(UNMARK_DELETING, ingest, result_path="$.compensated")
+        for step in (reindex, unmark):
+            step.add_catch(fail, errors=everything, result_path="$.compensation_error")
+        reindex.next(unmark).next(fail)
+
+        mark = self._task(MARK_DELETING, ingest, result_path="$.document")
+        mark.add_retry(errors=[BUSY], max_delay=MAX_DELAY, **BUSY_RETRY)
+        mark.add_catch(unmark, errors=everything, result_path="$.error")
+
+        vectors = self._task(DELETE_VECTORS, index, result_path="$.vectors")
+        vectors.add_catch(reindex, errors=everything, result_path="$.error")
+
+        after_pivot = [
+            self._task(step, ingest) for step in (DELETE_OBJECTS, DELETE_RECORD, PUBLISH_DELETED, COMPLETE)
+        ]
+        for step in after_pivot:
+            step.add_retry(errors=everything, max_delay=MAX_DELAY, **AFTER_PIVOT_RETRY)
+            step.add_catch(fail, errors=everything, result_path="$.error")
+
+        chain = sfn.Chain.start(mark).next(vectors)
+        for step in after_pivot:
+            chain = chain.next(step)
+        chain = chain.next(sfn.Succeed(self, "Deleted"))
+
+        log_group = logs.LogGroup(
+            self,
+            "DocumentDeleteLogs",
+            retention=config.log_retention,
+            removal_policy=config.cdk_removal_policy,
+        )
+        machine = sfn.StateMachine(
+            self,
+            "DocumentDelete",
+            state_machine_name=state_machine_name(config.stage, DELETE_STATE_MACHINE),
+            definition_body=sfn.DefinitionBody.from_chainable(chain),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(
+                destination=log_group, level=sfn.LogLevel.ERROR, include_execution_data=False
+            ),
+            timeout=Duration.hours(2),
+            comment="Delete a document: mark, delete vectors (pivot), objects, record, announce (docs/saga.md)",
+        )
+        tag_state_machine(machine, DELETE_STATE_MACHINE)
+        return machine

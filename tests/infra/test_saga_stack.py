@@ -1,0 +1,202 @@
+"""The document-delete state machine as synthesized: its states, Retry and Catch, tracing and
+logging, the least privilege of everyone involved, and the exported definition the local platform
+runs (docs/statemachines/), which must be exactly what the app synthesizes now."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_cdk.assertions import Match
+
+from infra.cdk.statemachines import export_path, exported_definitions
+from ragline.local.stepfunctions import lambda_arn, local_definition, state_machines
+from ragline.saga import (
+    COMPLETE,
+    DELETE_OBJECTS,
+    DELETE_RECORD,
+    DELETE_STEPS,
+    DELETE_VECTORS,
+    FAIL_OPERATION,
+    MARK_DELETING,
+    PUBLISH_DELETED,
+    REINDEX,
+    TRANSIENT_ERRORS,
+    UNMARK_DELETING,
+)
+from ragline.topology import DELETE_STATE_MACHINE, physical_name
+
+AFTER_PIVOT = (DELETE_OBJECTS, DELETE_RECORD, PUBLISH_DELETED, COMPLETE)
+INGEST_STEPS = (MARK_DELETING, *AFTER_PIVOT, UNMARK_DELETING, FAIL_OPERATION)
+INDEX_STEPS = (DELETE_VECTORS, REINDEX)
+
+
+def _definition(synth) -> dict[str, Any]:
+    template = synth.templates["Saga"]
+    logical_id = state_machines(template)[DELETE_STATE_MACHINE]
+    return json.loads(local_definition(template, logical_id, imports=synth.templates.values()))
+
+
+def _statements(synth, role_id: str, stack: str) -> list[dict]:
+    found = []
+    for name, template in synth.templates.items():
+        for resource in template["Resources"].values():
+            if resource["Type"] != "AWS::IAM::Policy":
+                continue
+            for ref in resource["Properties"].get("Roles", []):
+                if (ref == {"Ref": role_id} and name == stack) or (
+                    "Fn::ImportValue" in ref and role_id in json.dumps(ref)
+                ):
+                    found += resource["Properties"]["PolicyDocument"]["Statement"]
+    return found
+
+
+def _actions(statement: dict) -> set[str]:
+    actions = statement["Action"]
+    return {actions} if isinstance(actions, str) else set(actions)
+
+
+def test_the_exported_definition_is_what_the_app_synthesizes(synth):
+    exported = exported_definitions(synth.templates)
+    assert set(exported) == {DELETE_STATE_MACHINE}
+    path = export_path(DELETE_STATE_MACHINE)
+    assert path.read_text() == exported[DELETE_STATE_MACHINE], (
+        f"{path} is stale: run `python -m infra.cdk.statemachines`"
+    )
+
+
+def test_the_forward_path_runs_every_step_in_order_on_the_owning_context(synth):
+    states = _definition(synth)["States"]
+    assert _definition(synth)["StartAt"] == MARK_DELETING
+    path, name = [], MARK_DELETING
+    while states[name]["Type"] == "Task":
+        path.append(name)
+        name = states[name]["Next"]
+    assert tuple(path) == DELETE_STEPS
+    assert states[name]["Type"] == "Succeed"
+    for step in INGEST_STEPS:
+        assert states[step]["Resource"] == lambda_arn(physical_name("ingest-saga")), step
+        assert states[step]["Parameters"] == {"step": step, "saga.$": "$"}
+    for step in INDEX_STEPS:
+        assert states[step]["Resource"] == lambda_arn(physical_name("index-saga")), step
+
+
+def test_every_task_retries_transient_errors_with_backoff(synth):
+    states = _definition(synth)["States"]
+    for name, state in states.items():
+        if state["Type"] != "Task":
+            continue
+        first = state["Retry"][0]
+        assert first["ErrorEquals"] == list(TRANSIENT_ERRORS), name
+        assert first["BackoffRate"] > 1 and first["MaxAttempts"] >= 3, name
+    busy = states[MARK_DELETING]["Retry"][1]
+    assert busy["ErrorEquals"] == ["DocumentBusy"] and busy["MaxAttempts"] >= 5
+
+
+def test_failures_before_the_pivot_are_compensated_after_it_retried_then_reported(synth):
+    states = _definition(synth)["States"]
+    assert states[MARK_DELETING]["Catch"] == [
+        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": UNMARK_DELETING}
+    ]
+    assert states[DELETE_VECTORS]["Catch"] == [
+        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": REINDEX}
+    ]
+    assert states[REINDEX]["Next"] == UNMARK_DELETING
+    assert states[UNMARK_DELETING]["Next"] == FAIL_OPERATION
+    assert states[FAIL_OPERATION]["Next"] == "Failed" and states["Failed"]["Type"] == "Fail"
+    for step in AFTER_PIVOT:
+        assert states[step]["Retry"][-1]["ErrorEquals"] == ["States.ALL"], step
+        assert states[step]["Catch"] == [
+            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": FAIL_OPERATION}
+        ]
+    for step in (REINDEX, UNMARK_DELETING):
+        assert states[step]["Catch"][0]["Next"] == FAIL_OPERATION
+    assert "Catch" not in states[FAIL_OPERATION]
+
+
+def test_the_state_machine_is_named_traced_logged_and_tagged(synth):
+    template = synth.template("Saga")
+    template.has_resource_properties(
+        "AWS::StepFunctions::StateMachine",
+        {
+            "StateMachineName": "ragline-dev-document-delete",
+            "TracingConfiguration": {"Enabled": True},
+            "LoggingConfiguration": Match.object_like({"Level": "ERROR"}),
+            "Tags": Match.array_with([{"Key": "ragline:state-machine", "Value": DELETE_STATE_MACHINE}]),
+        },
+    )
+
+
+def test_the_state_machine_may_invoke_exactly_the_two_saga_functions(synth):
+    template = synth.templates["Saga"]
+    roles = [k for k, v in template["Resources"].items() if v["Type"] == "AWS::IAM::Role"]
+    (role,) = [r for r in roles if "DocumentDelete" in r]
+    invokes = [s for s in _statements(synth, role, "Saga") if "lambda:InvokeFunction" in _actions(s)]
+    resources = json.dumps([s["Resource"] for s in invokes])
+    for name in ("IngestSaga", "IndexSaga"):
+        assert name in resources
+    for other in ("IngestApi", "IndexWorker", "RetrieveApi"):
+        assert other not in resources
+
+
+def test_only_the_ingest_api_may_start_a_delete_and_knows_the_state_machine(synth):
+    ingest = synth.stacks["Ingest"]
+    resources = synth.templates["Ingest"]["Resources"]
+    for stack_name in ("Ingest", "Index", "Retrieve", "Context"):
+        for name, fn in synth.stacks[stack_name].functions.items():
+            role_stack = "Index" if stack_name in ("Index", "Retrieve") else stack_name
+            starts = [
+                s
+                for s in _statements(synth, synth.logical_id(fn.role), role_stack)
+                if "states:StartExecution" in _actions(s)
+            ]
+            assert bool(starts) == (name == "ingest-api"), name
+            for statement in starts:
+                assert _actions(statement) == {"states:StartExecution"}
+                assert "stateMachine:ragline-dev-document-delete" in json.dumps(statement["Resource"])
+    env = resources[synth.logical_id(ingest.functions["ingest-api"].function)]["Properties"]["Environment"]
+    assert "document-delete" in json.dumps(env["Variables"]["RAGLINE_DELETE_STATE_MACHINE_ARN"])
+
+
+def test_ingest_saga_may_only_touch_its_tables_delete_objects_and_put_events(synth):
+    ingest = synth.stacks["Ingest"]
+    fn = ingest.functions["ingest-saga"]
+    statements = [
+        s
+        for s in _statements(synth, synth.logical_id(fn.role), "Ingest")
+        if not _actions(s) <= {"logs:CreateLogStream", "logs:PutLogEvents"}
+    ]
+    allowed = {
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:PutItem",
+        "s3:ListBucket",
+        "s3:ListBucketVersions",
+        "s3:DeleteObject",
+        "s3:DeleteObjectVersion",
+        "events:PutEvents",
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+    }
+    actions = set().union(*(_actions(s) for s in statements))
+    assert actions <= allowed, actions - allowed
+    assert not any(a.startswith("s3:GetObject") or a.startswith("s3:PutObject") for a in actions)
+    tables = {name: synth.logical_id(table) for name, table in ingest.tables.items()}
+    touched = {
+        name for name, table_id in tables.items() if any(table_id in json.dumps(s) for s in statements)
+    }
+    assert touched == {"documents", "operations"}
+    deletes = [s for s in statements if "s3:DeleteObject" in _actions(s)]
+    assert len(deletes) == 2
+    for statement, prefix in zip(deletes, ("/raw/*", "/parsed/*"), strict=True):
+        assert prefix in json.dumps(statement["Resource"])
+
+
+def test_index_saga_has_what_the_index_worker_has_on_the_index_and_publishes_nothing(synth):
+    index = synth.stacks["Index"]
+    worker = _statements(synth, synth.logical_id(index.functions["index-worker"].role), "Index")
+    saga = _statements(synth, synth.logical_id(index.functions["index-saga"].role), "Index")
+    es = {a for s in worker for a in _actions(s) if a.startswith("es:")}
+    assert es and es <= {a for s in saga for a in _actions(s)}
+    assert not any("events:PutEvents" in _actions(s) for s in saga)
