@@ -123,6 +123,12 @@ class Document(Strict):
     operation_id: str | None = Field(
         default=None, description="The saga operation that holds the document (docs/saga.md), if any"
     )
+    source_version: int | None = Field(
+        default=None,
+        ge=1,
+        description="The version whose original object holds this version's content (a metadata-only "
+        "update reuses it); null: its own",
+    )
 
 
 class Collection(Strict):
@@ -337,6 +343,35 @@ class ErrorResponse(Strict):
     error: ErrorBody
 
 
+class UpdateDocumentRequest(Strict):
+    """PUT /v1/documents/{id}: a new version with new content (`text` or `content_base64`, at most
+    one) and/or a new title, allowed groups or metadata; what is left out is kept."""
+
+    title: str | None = Field(default=None, min_length=1, max_length=512)
+    text: str | None = Field(default=None, min_length=1, description="Inline text (plain or Markdown)")
+    content_base64: str | None = Field(default=None, min_length=1, description="Inline bytes, base64")
+    content_type: ContentType | None = Field(
+        default=None, description="Declared type of new content; detected from the bytes when absent"
+    )
+    allowed_groups: list[GroupName] | None = Field(default=None, min_length=1, max_length=100)
+    metadata: dict[Annotated[str, StringConstraints(max_length=64)], MetadataValue] | None = Field(
+        default=None, max_length=50
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> UpdateDocumentRequest:
+        if self.text is not None and self.content_base64 is not None:
+            raise ValueError("give at most one of `text` or `content_base64`")
+        if self.content_type is not None and self.text is None and self.content_base64 is None:
+            raise ValueError("`content_type` goes with new content only")
+        if all(
+            value is None
+            for value in (self.title, self.text, self.content_base64, self.allowed_groups, self.metadata)
+        ):
+            raise ValueError("nothing to update: give new content, title, allowed_groups or metadata")
+        return self
+
+
 class CreateDocumentRequest(Strict):
     """Exactly one body: `text` (inline text), `content_base64` (inline bytes of any supported
     format) or `upload: true` (a presigned S3 PUT for large files; `size_bytes` required)."""
@@ -451,6 +486,9 @@ class Operation(Strict):
     current_step: str | None = Field(default=None, description="The step running now (null once finished)")
     steps: list[OperationStep] = Field(default=[], description="Steps done, in order, with their times")
     error: OperationError | None = Field(default=None, description="Why it failed, when failed")
+    version: int | None = Field(
+        default=None, ge=1, description="The version an update makes (the document's once it succeeded)"
+    )
     created_at: datetime
     updated_at: datetime
 

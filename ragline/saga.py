@@ -28,6 +28,30 @@ REINDEX = "Reindex"
 UNMARK_DELETING = "UnmarkDeleting"
 FAIL_OPERATION = "FailOperation"
 
+# The document-update state machine's task states, in order (the pivot is SwitchVersion).
+RESERVE_VERSION = "ReserveVersion"
+PARSE_AND_CHUNK = "ParseAndChunk"
+INDEX_VERSION = "IndexVersion"
+ACTIVATE = "Activate"
+SWITCH_VERSION = "SwitchVersion"
+DELETE_OLD_VECTORS = "DeleteOldVectors"
+INVALIDATE_CACHE = "InvalidateCache"
+UPDATE_STEPS = (
+    RESERVE_VERSION,
+    PARSE_AND_CHUNK,
+    INDEX_VERSION,
+    ACTIVATE,
+    SWITCH_VERSION,
+    DELETE_OLD_VECTORS,
+    INVALIDATE_CACHE,
+    COMPLETE,
+)
+# Its compensation (before the pivot), in reverse: the new version's vectors, then the reservation.
+# CheckSwitched decides, when SwitchVersion failed, whether its write happened (its answer was lost).
+CHECK_SWITCHED = "CheckSwitched"
+REMOVE_NEW_VERSION = "RemoveNewVersion"
+RELEASE_VERSION = "ReleaseVersion"
+
 # What every task retries with backoff: Lambda's own service errors and our transient family.
 LAMBDA_SERVICE_ERRORS = (
     "Lambda.ClientExecutionTimeoutException",

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     delete_state_machine_arn: str | None = Field(
         default=None, description="The document-delete saga's state machine (DELETE /v1/documents/{id})"
     )
+    update_state_machine_arn: str | None = Field(
+        default=None, description="The document-update saga's state machine (PUT /v1/documents/{id})"
+    )
     max_inline_bytes: int = Field(default=5 * 1024 * 1024, description="Largest inline document body")
     max_document_bytes: int = Field(
         default=100 * 1024 * 1024, description="Largest document on any path (inline or presigned upload)"

@@ -35,7 +35,8 @@ STATE_MACHINE_TAG = "ragline:state-machine"
 # The sagas (docs/saga.md): state machines defined in the CDK app (infra/cdk/stacks/saga.py), whose
 # resolved definitions are exported to docs/statemachines/ for the local platform.
 DELETE_STATE_MACHINE = "document-delete"
-STATE_MACHINES = (DELETE_STATE_MACHINE,)
+UPDATE_STATE_MACHINE = "document-update"
+STATE_MACHINES = (DELETE_STATE_MACHINE, UPDATE_STATE_MACHINE)
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,7 @@ TOPOLOGY = Topology(
                 RouteSpec("POST", "/v1/documents"),
                 RouteSpec("GET", "/v1/documents"),
                 RouteSpec("GET", "/v1/documents/{document_id}"),
+                RouteSpec("PUT", "/v1/documents/{document_id}"),
                 RouteSpec("DELETE", "/v1/documents/{document_id}"),
                 RouteSpec("GET", "/v1/operations/{operation_id}"),
                 RouteSpec("POST", "/v1/collections"),

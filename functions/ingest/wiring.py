@@ -12,6 +12,8 @@ needs only the table), so there is one builder and one cached accessor per servi
     idempotent_requests() -> IdempotentRequests (ingest-api: the Idempotency-Key store)
     deletion_requests() -> DeletionRequests  (ingest-api: DELETE /v1/documents/{id}, operations)
     delete_saga()       -> DeleteSaga        (ingest-saga: ingest's steps of the delete saga)
+    update_requests()   -> UpdateRequests    (ingest-api: PUT /v1/documents/{id})
+    update_saga()       -> UpdateSaga        (ingest-saga: ingest's steps of the update saga)
 
 The accessors build on first use from `get_settings()` and keep the result for the container's life.
 Tests call the `build_*` functions (or `build`, for all three) with moto-backed clients or fakes and
@@ -37,9 +39,10 @@ from functions.ingest.domain.chunking import Chunker, TokenCounter
 from functions.ingest.domain.collections import CollectionCatalog, CollectionDefaults
 from functions.ingest.domain.deletion import DeleteSaga, DeletionRequests
 from functions.ingest.domain.documents import DocumentService
-from functions.ingest.domain.pipeline import ChunkingService
+from functions.ingest.domain.pipeline import ChunkingService, VersionChunker
 from functions.ingest.domain.ports import DocumentRepository, EventPublisher, MessageSender
 from functions.ingest.domain.status import StatusService
+from functions.ingest.domain.updates import UpdateRequests, UpdateSaga
 from functions.ingest.domain.uploads import DeadlineQueue, UploadService
 from ragline import aws
 from ragline.events import EventBridgePublisher, SqsSender
@@ -106,6 +109,59 @@ def build_delete_saga(
         S3BlobStore(s3, settings.raw_bucket),
         S3BlobStore(s3, settings.parsed_bucket),
         publisher or _publisher(settings, events),
+    )
+
+
+def build_update_requests(
+    settings: Settings, *, s3: Any = None, dynamodb: Any = None, stepfunctions: Any = None
+) -> UpdateRequests:
+    """Without RAGLINE_UPDATE_STATE_MACHINE_ARN updates are refused (503 operation_not_started)."""
+    dynamodb = dynamodb or aws.client("dynamodb", settings)
+    executions = None
+    if settings.update_state_machine_arn:
+        executions = StepFunctionsStarter(
+            stepfunctions or aws.client("stepfunctions", settings), settings.update_state_machine_arn
+        )
+    return UpdateRequests(
+        DynamoDocumentRepository(dynamodb, settings.documents_table),
+        DynamoOperationRepository(dynamodb, settings.operations_table),
+        S3BlobStore(s3 or aws.client("s3", settings), settings.raw_bucket),
+        executions,
+        ttl=timedelta(days=settings.operation_ttl_days),
+        max_inline_bytes=min(settings.max_inline_bytes, settings.max_document_bytes),
+        metadata_fields=FilterableFields(settings.metadata_fields),
+    )
+
+
+def build_update_saga(
+    settings: Settings,
+    *,
+    s3: Any = None,
+    dynamodb: Any = None,
+    events: Any = None,
+    tokenizer: TokenCounter | None = None,
+    publisher: EventPublisher | None = None,
+) -> UpdateSaga:
+    s3 = s3 or aws.client("s3", settings)
+    dynamodb = dynamodb or aws.client("dynamodb", settings)
+    raw, parsed = S3BlobStore(s3, settings.raw_bucket), S3BlobStore(s3, settings.parsed_bucket)
+    return UpdateSaga(
+        DynamoDocumentRepository(dynamodb, settings.documents_table),
+        DynamoOperationRepository(dynamodb, settings.operations_table),
+        raw,
+        parsed,
+        publisher or _publisher(settings, events),
+        VersionChunker(
+            raw,
+            parsed,
+            Chunker(
+                tokenizer or default_tokenizer(settings),
+                settings.chunk_max_tokens,
+                settings.chunk_overlap_tokens,
+            ),
+            collections=build_collection_catalog(settings, dynamodb=dynamodb),
+            max_document_bytes=settings.max_document_bytes,
+        ),
     )
 
 
@@ -314,5 +370,19 @@ def deletion_requests() -> DeletionRequests:
 @cache
 def delete_saga() -> DeleteSaga:
     return build_delete_saga(
+        get_settings(), s3=_client("s3"), dynamodb=_client("dynamodb"), events=_client("events")
+    )
+
+
+@cache
+def update_requests() -> UpdateRequests:
+    return build_update_requests(
+        get_settings(), s3=_client("s3"), dynamodb=_client("dynamodb"), stepfunctions=_client("stepfunctions")
+    )
+
+
+@cache
+def update_saga() -> UpdateSaga:
+    return build_update_saga(
         get_settings(), s3=_client("s3"), dynamodb=_client("dynamodb"), events=_client("events")
     )

@@ -4,7 +4,7 @@ Stacks, in dependency order (every arrow is a CloudFormation export/import):
 
     Models ─┐
     Platform ─> Ingest ─> Index ─> Retrieve ─> Context ─> Api
-                          Index ─> Saga (the document-delete state machine)
+                          Index ─> Saga (the document-delete and document-update state machines)
 """
 
 from __future__ import annotations

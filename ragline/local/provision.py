@@ -18,6 +18,7 @@ from ragline.topology import (
     DELETE_STATE_MACHINE,
     STATE_MACHINES,
     TOPOLOGY,
+    UPDATE_STATE_MACHINE,
     Topology,
     dlq_name,
     physical_name,
@@ -39,6 +40,7 @@ class Provisioned:
             "RAGLINE_INDEX_QUEUE_URL": self.queue_urls["index"],
             "RAGLINE_UPLOADS_QUEUE_URL": self.queue_urls["uploads"],
             "RAGLINE_DELETE_STATE_MACHINE_ARN": self.state_machine_arns[DELETE_STATE_MACHINE],
+            "RAGLINE_UPDATE_STATE_MACHINE_ARN": self.state_machine_arns[UPDATE_STATE_MACHINE],
         }
 
 

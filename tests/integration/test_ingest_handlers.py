@@ -583,3 +583,50 @@ def test_a_delete_that_cannot_start_is_503_and_leaves_the_document(
         == 404
     )
     assert record(aws_platform, created.document_id).status == "received"
+
+
+# ---------------------------------------------------------------------------------------------
+# PUT /v1/documents/{id} (the saga itself: test_update_saga.py)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_an_update_is_validated_refused_while_the_document_is_busy_and_503_unconfigured(
+    aws_platform: AwsPlatform, services: wiring.IngestServices, lambda_context
+) -> None:
+    missing = "arn:aws:states:us-east-1:123456789012:stateMachine:missing"
+    configured = aws_platform.settings.model_copy(update={"update_state_machine_arn": missing})
+    unconfigured = aws_platform.settings.model_copy(update={"update_state_machine_arn": None})
+
+    def app_for(settings: Any) -> Any:
+        return api.create_app(
+            lambda: services.documents,
+            updates=lambda: wiring.build_update_requests(
+                settings, s3=aws_platform.s3, dynamodb=aws_platform.dynamodb
+            ),
+        )
+
+    def call(app: Any, event: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        response = app.resolve(event, lambda_context)
+        return response["statusCode"], json.loads(response["body"])
+
+    created = upload(lambda event: (*call(app_for(configured), event), {}))
+
+    def put(body: dict[str, Any]) -> dict[str, Any]:
+        return rest_event(
+            "PUT",
+            f"/v1/documents/{created.document_id}",
+            body=body,
+            resource="/v1/documents/{document_id}",
+            path_parameters={"document_id": created.document_id},
+        )
+
+    assert call(app_for(configured), put({}))[0] == 422  # nothing to update
+    assert call(app_for(configured), put({"text": "a", "content_base64": "YQ=="}))[0] == 422
+    status_code, body = call(app_for(configured), put({"title": "New"}))
+    assert (status_code, body["error"]["code"]) == (409, "document_busy"), body  # still `received`
+    status_code, body = call(app_for(unconfigured), put({"title": "New"}))
+    assert (status_code, body["error"]["code"]) == (503, "operation_not_started"), body
+    outsider = put({"title": "New"})
+    outsider["requestContext"] = {**outsider["requestContext"], "authorizer": {"claims": OUTSIDER}}
+    assert call(app_for(configured), outsider)[0] == 404
+    assert record(aws_platform, created.document_id).operation_id is None

@@ -23,6 +23,26 @@ from functions.ingest.domain.ports import ContentClaim, ContentClaimed, Document
 from ragline.contracts import Document, DocumentStatus
 
 CLAIM_KIND = "content_claim"
+# The update saga's reservation (docs/saga.md): the version an operation is building, on the item
+# but not part of `Document` (it is the saga's, not the API's).
+RESERVED_VERSION = "reserved_version"
+# What SwitchVersion writes: the new version's record, as the update saga built it.
+SWITCHED_FIELDS = frozenset(
+    {
+        "version",
+        "title",
+        "content_type",
+        "content_hash",
+        "size_bytes",
+        "allowed_groups",
+        "metadata",
+        "status",
+        "chunk_count",
+        "indexed_count",
+        "stage_times",
+        "updated_at",
+    }
+)
 TENANT_INDEX = "by-tenant"
 COLLECTION_INDEX = "by-collection"
 
@@ -312,6 +332,105 @@ class DynamoDocumentRepository:
                 ":now": {"S": updated_at.isoformat()},
             },
         )
+
+    def reserve_version(
+        self, document_id: str, operation_id: str, *, version: int, reserved: int, updated_at: datetime
+    ) -> bool:
+        return self._conditional_update(
+            document_id,
+            update="SET #reserved = :reserved, #updated_at = :now",
+            condition=(
+                "#op = :op AND #version = :version AND #status = :indexed"
+                " AND (attribute_not_exists(#reserved) OR #reserved = :reserved)"
+            ),
+            names={
+                "#op": "operation_id",
+                "#version": "version",
+                "#status": "status",
+                "#reserved": RESERVED_VERSION,
+                "#updated_at": "updated_at",
+            },
+            values={
+                ":op": {"S": operation_id},
+                ":version": {"N": str(version)},
+                ":reserved": {"N": str(reserved)},
+                ":indexed": {"S": DocumentStatus.INDEXED.value},
+                ":now": {"S": updated_at.isoformat()},
+            },
+        )
+
+    def reserved_version(self, document_id: str) -> int | None:
+        item = self._client.get_item(
+            TableName=self._table, Key={"id": {"S": document_id}}, ConsistentRead=True
+        ).get("Item")
+        reserved = (item or {}).get(RESERVED_VERSION)
+        return int(reserved["N"]) if reserved else None
+
+    def switch_version(self, document: Document, operation_id: str, *, previous: int) -> bool:
+        values = {
+            key: value
+            for key, value in to_item(document).items()
+            if key in SWITCHED_FIELDS or (key == "source_version")
+        }
+        names = {f"#f{n}": key for n, key in enumerate(values)}
+        update = "SET " + ", ".join(f"#f{n} = :f{n}" for n in range(len(values)))
+        removed = [] if "source_version" in values else ["source_version"]
+        names |= {"#op": "operation_id", "#reserved": RESERVED_VERSION, "#previous": "version"}
+        names |= {f"#r{n}": key for n, key in enumerate(removed)}
+        remove = " REMOVE #reserved" + "".join(f", #r{n}" for n in range(len(removed)))
+        return self._conditional_update(
+            document.id,
+            update=update + remove,
+            condition="#op = :op AND #previous = :previous AND #reserved = :reserved",
+            names=names,
+            values={
+                **{f":f{n}": value for n, value in enumerate(values.values())},
+                ":op": {"S": operation_id},
+                ":previous": {"N": str(previous)},
+                ":reserved": {"N": str(document.version)},
+            },
+        )
+
+    def release(self, document_id: str, operation_id: str, *, version: int) -> bool:
+        return self._conditional_update(
+            document_id,
+            update="REMOVE #op, #reserved",
+            condition="#op = :op AND #version = :version",
+            names={"#op": "operation_id", "#reserved": RESERVED_VERSION, "#version": "version"},
+            values={":op": {"S": operation_id}, ":version": {"N": str(version)}},
+        )
+
+    def move_claim(self, document_id: str, *, version: int, old_key: str | None, new_key: str | None) -> None:
+        """Best effort, idempotent: the claim `new_key` for this version if nobody holds it (or this
+        document does), then `old_key` removed if this document still holds it at another version."""
+        if new_key is not None:
+            try:
+                self._client.put_item(
+                    TableName=self._table,
+                    Item={
+                        "id": {"S": new_key},
+                        "kind": {"S": CLAIM_KIND},
+                        "document_id": {"S": document_id},
+                        "version": {"N": str(version)},
+                    },
+                    ConditionExpression="attribute_not_exists(id) OR document_id = :id",
+                    ExpressionAttributeValues={":id": {"S": document_id}},
+                )
+            except ClientError as exc:
+                if not _is_condition_failure(exc):
+                    raise
+        if old_key is not None and old_key != new_key:
+            try:
+                self._client.delete_item(
+                    TableName=self._table,
+                    Key={"id": {"S": old_key}},
+                    ConditionExpression="document_id = :id AND #version <> :version",
+                    ExpressionAttributeNames={"#version": "version"},
+                    ExpressionAttributeValues={":id": {"S": document_id}, ":version": {"N": str(version)}},
+                )
+            except ClientError as exc:
+                if not _is_condition_failure(exc):
+                    raise
 
     def delete(self, document_id: str, operation_id: str, *, content_key: str | None) -> None:
         """The claim first: once the document is gone, nothing would name its claim any more."""

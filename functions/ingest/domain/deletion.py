@@ -119,7 +119,9 @@ class DeletionRequests:
             holder = document.operation_id
             held = self._operations.get(holder) if holder is not None else None
             if held is not None and not held.operation.status.finished:
-                return self._started(held)  # a delete in flight: that one
+                if held.operation.kind == OperationKind.DELETE:
+                    return self._started(held)  # a delete in flight: that one
+                break  # an update in flight: this delete waits its turn (MarkDeleting claims it)
             if self._documents.claim_operation(document_id, own, holder=holder):
                 break
             document = self._documents.get(document_id)
@@ -257,7 +259,16 @@ class DeleteSaga:
         if document is None:
             raise DocumentNotFound(document_id)
         if document.operation_id != operation_id:
-            raise DocumentBusy(f"document {document_id} is held by operation {document.operation_id}")
+            # An update held it when this delete was requested: take it over once that has finished.
+            holder = document.operation_id
+            held = self._operations.get(holder) if holder is not None else None
+            if (
+                held is not None and not held.operation.status.finished
+            ) or not self._documents.claim_operation(document_id, operation_id, holder=holder):
+                raise DocumentBusy(f"document {document_id} is held by operation {holder}")
+            document = self._documents.get(document_id)
+            if document is None:
+                raise DocumentNotFound(document_id)
         if document.status == DocumentStatus.DELETING:
             if record.document:  # this step ran before (its response was lost) or a resumed delete
                 return record.document

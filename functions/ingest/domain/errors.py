@@ -260,6 +260,13 @@ class OperationNotStarted(IngestError):
     code = "operation_not_started"
 
 
+class VersionConflict(IngestError):
+    """The document is not at the version the update saga reserved from (a definition/handler
+    mismatch, or a record changed by hand): permanent, the update is compensated."""
+
+    code = "version_conflict"
+
+
 class DocumentBusy(IngestError):
     """Another operation holds the document, or it is still being ingested: the saga retries the
     step with backoff (deletes wait their turn; they are never rejected for it)."""

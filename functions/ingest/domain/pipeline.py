@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from ragline.contracts import (
     Chunk,
@@ -82,6 +83,9 @@ class ChunkingService:
         self._index_queue = index_queue
         self._chunker = chunker
         self._clock = clock
+        self._versions = VersionChunker(
+            raw, parsed, chunker, collections=collections, max_document_bytes=max_document_bytes
+        )
 
     def process(self, event: DocumentUploaded) -> ChunkResult:
         """Idempotent: safe to call again for the same event (SQS delivers at least once).
@@ -108,40 +112,11 @@ class ChunkingService:
             return ChunkResult(ChunkOutcome.SKIPPED, reason="another delivery started first")
 
         try:
-            max_tokens, overlap_tokens = self._chunk_settings(document)
-            parsed = parse(self._raw.get(event.raw_key), document.content_type, max_bytes=self._max_bytes)
-            spans = self._chunker.chunk(parsed, max_tokens=max_tokens, overlap_tokens=overlap_tokens)
-            if not spans:
-                raise EmptyDocument("document has no text to index")
+            parsed, chunks = self._versions.parse_and_chunk(document, event.raw_key)
         except (ParseError, BlobNotFound, CollectionNotFound) as exc:
             self._fail(document, exc, correlation_id)
             return ChunkResult(ChunkOutcome.FAILED, reason=str(exc))
-
-        chunks = [
-            Chunk(
-                document_id=document.id,
-                version=document.version,
-                ordinal=ordinal,
-                collection=document.collection,
-                title=document.title,
-                text=span.text,
-                token_count=span.token_count,
-                heading_path=list(span.heading_path),
-                page=span.page,
-                char_start=span.char_start,
-                char_end=span.char_end,
-                allowed_groups=document.allowed_groups,
-                tenant=document.tenant,
-                metadata=document.metadata,
-            )
-            for ordinal, span in enumerate(spans)
-        ]
-        self._parsed.put(
-            text_key(document.id, document.version), parsed.text.encode("utf-8"), "text/plain; charset=utf-8"
-        )
-        self._parsed.put(
-            chunks_key(document.id, document.version), encode_chunks(chunks), "application/x-ndjson"
-        )
+        self._versions.write(document, parsed.text, chunks)
         committed = self._documents.update_status(
             document.id,
             version=document.version,
@@ -208,6 +183,70 @@ class ChunkingService:
                 )
             )
         return changed
+
+
+class VersionChunker:
+    """Parse one version's original, chunk it with its collection's settings and write its parsed
+    text and chunk file (the claim check index reads): the ingest worker's pipeline, and the update
+    saga's ParseAndChunk (docs/saga.md). Writes nothing on the document's record."""
+
+    def __init__(
+        self,
+        raw: BlobStore,
+        parsed: BlobStore,
+        chunker: Chunker,
+        *,
+        collections: CollectionCatalog | None = None,
+        max_document_bytes: int = MAX_PARSE_BYTES,
+    ) -> None:
+        self._raw = raw
+        self._parsed = parsed
+        self._chunker = chunker
+        self._collections = collections
+        self._max_bytes = max_document_bytes
+
+    def chunk_version(self, document: Document, raw_key: str) -> int:
+        """Parse, chunk and write `document` (at its version, with its title, groups and metadata)
+        from the original at `raw_key`; returns the chunk count. Idempotent (the files are
+        overwritten). Raises ParseError (EmptyDocument among them), BlobNotFound, CollectionNotFound."""
+        parsed, chunks = self.parse_and_chunk(document, raw_key)
+        self.write(document, parsed.text, chunks)
+        return len(chunks)
+
+    def parse_and_chunk(self, document: Document, raw_key: str) -> tuple[Any, list[Chunk]]:
+        max_tokens, overlap_tokens = self._chunk_settings(document)
+        parsed = parse(self._raw.get(raw_key), document.content_type, max_bytes=self._max_bytes)
+        spans = self._chunker.chunk(parsed, max_tokens=max_tokens, overlap_tokens=overlap_tokens)
+        if not spans:
+            raise EmptyDocument("document has no text to index")
+        chunks = [
+            Chunk(
+                document_id=document.id,
+                version=document.version,
+                ordinal=ordinal,
+                collection=document.collection,
+                title=document.title,
+                text=span.text,
+                token_count=span.token_count,
+                heading_path=list(span.heading_path),
+                page=span.page,
+                char_start=span.char_start,
+                char_end=span.char_end,
+                allowed_groups=document.allowed_groups,
+                tenant=document.tenant,
+                metadata=document.metadata,
+            )
+            for ordinal, span in enumerate(spans)
+        ]
+        return parsed, chunks
+
+    def write(self, document: Document, text: str, chunks: Sequence[Chunk]) -> None:
+        self._parsed.put(
+            text_key(document.id, document.version), text.encode("utf-8"), "text/plain; charset=utf-8"
+        )
+        self._parsed.put(
+            chunks_key(document.id, document.version), encode_chunks(chunks), "application/x-ndjson"
+        )
 
     def _chunk_settings(self, document: Document) -> tuple[int | None, int | None]:
         """The document's collection's chunk size and overlap (None: the chunker's own)."""

@@ -103,6 +103,26 @@ class DocumentRepository(Protocol):
     ) -> bool:
         """deleting → `status` and release the document, iff held by `operation_id` (compensation)."""
 
+    def reserve_version(
+        self, document_id: str, operation_id: str, *, version: int, reserved: int, updated_at: datetime
+    ) -> bool:
+        """Reserve version `reserved` on the document (the update saga) iff `operation_id` holds it,
+        it is `indexed` at `version` and no other version is reserved; idempotent."""
+
+    def reserved_version(self, document_id: str) -> int | None:
+        """The version an update has reserved on the document, if any."""
+
+    def switch_version(self, document: Document, operation_id: str, *, previous: int) -> bool:
+        """The document becomes `document` (its new version, groups, metadata, title, counts,
+        status) iff `operation_id` holds it at `previous` with `document.version` reserved; the
+        reservation goes, the hold stays (Complete releases it)."""
+
+    def release(self, document_id: str, operation_id: str, *, version: int) -> bool:
+        """Drop the hold of `operation_id` and any reservation, iff it holds the document at `version`."""
+
+    def move_claim(self, document_id: str, *, version: int, old_key: str | None, new_key: str | None) -> None:
+        """Point the content claim at the document's new content (best effort, idempotent)."""
+
     def delete(self, document_id: str, operation_id: str, *, content_key: str | None) -> None:
         """Delete the content claim `content_key` if this document holds it, then the document if
         `operation_id` holds it. Idempotent: what is already gone is not an error."""
@@ -180,6 +200,12 @@ def document_parsed_prefix(document_id: str) -> str:
 
 def raw_key(document_id: str, version: int) -> str:
     return f"raw/{document_id}/v{version}/original"
+
+
+def source_raw_key(document: Document) -> str:
+    """The original that holds a document's content: its own version's, or the one a metadata-only
+    update reused (`source_version`)."""
+    return raw_key(document.id, document.source_version or document.version)
 
 
 def parsed_prefix(document_id: str, version: int) -> str:

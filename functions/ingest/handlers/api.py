@@ -1,5 +1,6 @@
 """ingest-api: POST /v1/documents (accept a document), GET /v1/documents (list),
-GET /v1/documents/{document_id}, DELETE /v1/documents/{document_id} (202 with the operation; the
+GET /v1/documents/{document_id}, PUT /v1/documents/{document_id} (202 with the operation and the new
+version; the update saga runs it), DELETE /v1/documents/{document_id} (202 with the operation; the
 delete saga runs it, docs/saga.md), GET /v1/operations/{operation_id}, POST /v1/collections,
 GET /v1/collections (list) and GET /v1/collections/{name}.
 
@@ -57,6 +58,7 @@ from functions.ingest.domain.errors import (
     UnsupportedEmbeddingModel,
     UploadNotScheduled,
 )
+from functions.ingest.domain.updates import UpdateRequests
 from functions.ingest.domain.uploads import UploadService
 from ragline.contracts import (
     Collection,
@@ -70,6 +72,7 @@ from ragline.contracts import (
     DocumentView,
     Operation,
     Principal,
+    UpdateDocumentRequest,
     new_id,
 )
 from ragline.http import error_response, install_error_handlers
@@ -117,6 +120,7 @@ def create_app(
     collections: Callable[[], CollectionCatalog] = wiring.collection_catalog,
     idempotency: Callable[[], IdempotentRequests] = wiring.idempotent_requests,
     deletions: Callable[[], DeletionRequests] = wiring.deletion_requests,
+    updates: Callable[[], UpdateRequests] = wiring.update_requests,
 ) -> APIGatewayRestResolver:
     """The routes over whichever services the callables return (built lazily, once). Without an
     upload service, `upload: true` requests get 422 unsupported_body."""
@@ -240,6 +244,37 @@ def create_app(
         logger.info(
             "delete accepted",
             extra={"document_id": document_id, "operation_id": operation.operation_id},
+        )
+        return Response(
+            status_code=HTTPStatus.ACCEPTED,
+            content_type=content_types.APPLICATION_JSON,
+            body=operation,
+            headers={"Location": f"/v1/operations/{operation.operation_id}", CORRELATION_HEADER: cid},
+        )
+
+    @app.put("/v1/documents/<document_id>")
+    def update_document(
+        document_id: str,
+        body: UpdateDocumentRequest,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                pattern=IDEMPOTENCY_KEY,
+                description="Makes retries safe: the same key gets the same operation",
+            ),
+        ] = None,
+    ) -> Response[Operation]:
+        principal = caller()
+        cid = correlation_id()
+        logger.set_correlation_id(cid)
+        operation = updates().update(document_id, body, principal, cid, idempotency_key=idempotency_key)
+        logger.info(
+            "update accepted",
+            extra={
+                "document_id": document_id,
+                "operation_id": operation.operation_id,
+                "version": operation.version,
+            },
         )
         return Response(
             status_code=HTTPStatus.ACCEPTED,

@@ -29,6 +29,7 @@ from ragline.topology import (
     DELETE_STATE_MACHINE,
     POINT_TO_POINT,
     TOPOLOGY,
+    UPDATE_STATE_MACHINE,
     RouteSpec,
     RuleSpec,
 )
@@ -41,6 +42,10 @@ UPLOAD_STARTERS = {f.name for f in TOPOLOGY.functions if RouteSpec("POST", "/v1/
 # Who starts the delete saga (DELETE /v1/documents/{id}), and the function that runs ingest's steps.
 DELETE_STARTERS = {
     f.name for f in TOPOLOGY.functions if RouteSpec("DELETE", "/v1/documents/{document_id}") in f.routes
+}
+# Who starts the update saga (PUT /v1/documents/{id}).
+UPDATE_STARTERS = {
+    f.name for f in TOPOLOGY.functions if RouteSpec("PUT", "/v1/documents/{document_id}") in f.routes
 }
 SAGA_FUNCTION = "ingest-saga"
 # Browsers PUT to the presigned URL from any origin (the signature, not the origin, authorizes it):
@@ -128,6 +133,7 @@ class IngestStack(Stack):
                 )
                 uploads_queue.grant(self.functions[name].role, "sqs:SendMessage")
         self._delete_saga(config, platform)
+        self._update_saga(config)
         for fn in self.functions.values():
             if fn.spec.name in upload_consumers or fn.spec.name == SAGA_FUNCTION:
                 continue
@@ -170,6 +176,36 @@ class IngestStack(Stack):
                 )
             )
         platform.bus.grant_put_events_to(role)
+
+    def _update_saga(self, config: DeployConfig) -> None:
+        """The starters may start executions of the document-update state machine (they store the
+        new original first: they write the raw bucket already); ingest-saga may also read the
+        originals, write the parsed files (ParseAndChunk), read the collections (chunk settings) and put
+        the content claim of a new version."""
+        arn = self.format_arn(
+            service="states",
+            resource="stateMachine",
+            resource_name=state_machine_name(config.stage, UPDATE_STATE_MACHINE),
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        for name in UPDATE_STARTERS:
+            self.functions[name].function.add_environment(var("update_state_machine_arn"), arn)
+            self.functions[name].role.add_to_principal_policy(
+                iam.PolicyStatement(actions=["states:StartExecution"], resources=[arn])
+            )
+        role = self.functions[SAGA_FUNCTION].role
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"], resources=[self.buckets["raw"].arn_for_objects("raw/*")]
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:PutObject"], resources=[self.buckets["parsed"].arn_for_objects("parsed/*")]
+            )
+        )
+        self.tables["collections"].grant(role, "dynamodb:GetItem")
+        self.tables["documents"].grant(role, "dynamodb:PutItem")  # SwitchVersion: the content claim
 
     def _bucket_rule(self, rule: RuleSpec, config: DeployConfig, platform: PlatformStack) -> None:
         """On the default bus (S3 puts its events nowhere else), named as the Platform stack's queue

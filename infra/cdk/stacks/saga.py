@@ -1,4 +1,5 @@
-"""Saga: the document-delete state machine (docs/saga.md) over ingest's and index's saga functions.
+"""Saga: the document-delete and document-update state machines (docs/saga.md) over ingest's and
+index's saga functions.
 
 Its own stack because it needs functions of both contexts (Ingest → Index → Saga); the ingest API,
 which starts executions, knows it by its explicit name (`naming.state_machine_name`), so Ingest does
@@ -23,18 +24,28 @@ from infra.cdk.naming import state_machine_name
 from infra.cdk.stacks.index import IndexStack
 from infra.cdk.stacks.ingest import IngestStack
 from ragline.saga import (
+    ACTIVATE,
+    CHECK_SWITCHED,
     COMPLETE,
     DELETE_OBJECTS,
+    DELETE_OLD_VECTORS,
     DELETE_RECORD,
     DELETE_VECTORS,
     FAIL_OPERATION,
+    INDEX_VERSION,
+    INVALIDATE_CACHE,
     MARK_DELETING,
+    PARSE_AND_CHUNK,
     PUBLISH_DELETED,
     REINDEX,
+    RELEASE_VERSION,
+    REMOVE_NEW_VERSION,
+    RESERVE_VERSION,
+    SWITCH_VERSION,
     TRANSIENT_ERRORS,
     UNMARK_DELETING,
 )
-from ragline.topology import DELETE_STATE_MACHINE
+from ragline.topology import DELETE_STATE_MACHINE, UPDATE_STATE_MACHINE
 
 # Transient errors: 2 s, 4 s, ... capped at 60 s, 6 retries (about 3 minutes).
 TRANSIENT_RETRY = {"interval": Duration.seconds(2), "max_attempts": 6, "backoff_rate": 2.0}
@@ -58,19 +69,23 @@ class SagaStack(Stack):
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        ingest_saga = ingest.functions["ingest-saga"].function
+        index_saga = index.functions["index-saga"].function
         self.state_machines: dict[str, sfn.StateMachine] = {
-            DELETE_STATE_MACHINE: self._document_delete(
-                config,
-                ingest.functions["ingest-saga"].function,
-                index.functions["index-saga"].function,
-            )
+            DELETE_STATE_MACHINE: self._document_delete(config, ingest_saga, index_saga),
+            UPDATE_STATE_MACHINE: self._document_update(config, ingest_saga, index_saga),
         }
 
     def _task(
-        self, step: str, function: lambda_.IFunction, *, result_path: str | None = sfn.JsonPath.DISCARD
+        self,
+        step: str,
+        function: lambda_.IFunction,
+        *,
+        result_path: str | None = sfn.JsonPath.DISCARD,
+        scope: Construct | None = None,
     ) -> tasks.LambdaInvoke:
         task = tasks.LambdaInvoke(
-            self,
+            scope or self,
             step,
             lambda_function=function,
             payload=sfn.TaskInput.from_object({"step": step, "saga": sfn.JsonPath.entire_payload}),
@@ -135,4 +150,82 @@ class SagaStack(Stack):
             comment="Delete a document: mark, delete vectors (pivot), objects, record, announce (docs/saga.md)",
         )
         tag_state_machine(machine, DELETE_STATE_MACHINE)
+        return machine
+
+    def _document_update(
+        self, config: DeployConfig, ingest: lambda_.IFunction, index: lambda_.IFunction
+    ) -> sfn.StateMachine:
+        """Reserve → parse and chunk → index (inactive) → activate → switch (the pivot) → delete the
+        old vectors → invalidate the answer cache (DocumentUpdated) → complete. Its states are named
+        as the delete's where they mean the same (Complete, FailOperation: ingest-saga tells them
+        apart by the execution's `kind`), so they live in their own scope."""
+        scope = Construct(self, "Update")
+        everything = [sfn.Errors.ALL]
+        fail = self._task(FAIL_OPERATION, ingest, scope=scope).next(
+            sfn.Fail(scope, "Failed", error="UpdateFailed", cause="the operation records why")
+        )
+
+        # Compensation, in reverse: the new version's vectors (after IndexVersion), then the
+        # reservation and the new version's objects (the document stays at its version).
+        remove = self._task(REMOVE_NEW_VERSION, index, result_path="$.removed", scope=scope)
+        release = self._task(RELEASE_VERSION, ingest, result_path="$.compensated", scope=scope)
+        for step in (remove, release):
+            step.add_catch(fail, errors=everything, result_path="$.compensation_error")
+        remove.next(release).next(fail)
+
+        reserve = self._task(RESERVE_VERSION, ingest, result_path="$.update", scope=scope)
+        parse = self._task(PARSE_AND_CHUNK, ingest, result_path="$.chunks", scope=scope)
+        for step in (reserve, parse):
+            step.add_catch(release, errors=everything, result_path="$.error")
+        index_version = self._task(INDEX_VERSION, index, result_path="$.indexed", scope=scope)
+        activate = self._task(ACTIVATE, index, result_path="$.activated", scope=scope)
+        for step in (index_version, activate):
+            step.add_catch(remove, errors=everything, result_path="$.error")
+
+        # The pivot. Its write is conditional and idempotent; when it fails, CheckSwitched reads
+        # whether the write happened (a lost answer): then the update goes on, else it is undone.
+        switch = self._task(SWITCH_VERSION, ingest, scope=scope)
+        check = self._task(CHECK_SWITCHED, ingest, result_path="$.switch", scope=scope)
+        switch.add_catch(check, errors=everything, result_path="$.error")
+        check.add_catch(fail, errors=everything, result_path="$.compensation_error")
+
+        after_pivot = [
+            self._task(DELETE_OLD_VECTORS, index, result_path="$.old_vectors", scope=scope),
+            self._task(INVALIDATE_CACHE, ingest, scope=scope),
+            self._task(COMPLETE, ingest, scope=scope),
+        ]
+        for step in after_pivot:
+            step.add_retry(errors=everything, max_delay=MAX_DELAY, **AFTER_PIVOT_RETRY)
+            step.add_catch(fail, errors=everything, result_path="$.error")
+        check.next(
+            sfn.Choice(scope, "WasSwitched")
+            .when(sfn.Condition.boolean_equals("$.switch.switched", True), after_pivot[0])
+            .otherwise(remove)
+        )
+
+        chain = sfn.Chain.start(reserve).next(parse).next(index_version).next(activate).next(switch)
+        for step in after_pivot:
+            chain = chain.next(step)
+        chain = chain.next(sfn.Succeed(scope, "Updated"))
+
+        log_group = logs.LogGroup(
+            self,
+            "DocumentUpdateLogs",
+            retention=config.log_retention,
+            removal_policy=config.cdk_removal_policy,
+        )
+        machine = sfn.StateMachine(
+            self,
+            "DocumentUpdate",
+            state_machine_name=state_machine_name(config.stage, UPDATE_STATE_MACHINE),
+            definition_body=sfn.DefinitionBody.from_chainable(chain),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(
+                destination=log_group, level=sfn.LogLevel.ERROR, include_execution_data=False
+            ),
+            timeout=Duration.hours(2),
+            comment="Update a document: reserve, chunk, index inactive, activate, switch (pivot), "
+            "delete the old vectors, invalidate the answer cache (docs/saga.md)",
+        )
+        tag_state_machine(machine, UPDATE_STATE_MACHINE)
         return machine
