@@ -6,6 +6,7 @@ document is 404, search finds none of its chunks and the operation says succeede
 from __future__ import annotations
 
 import time
+import uuid
 
 import httpx
 import pytest
@@ -26,10 +27,12 @@ def auth(token: str) -> dict[str, str]:
 
 
 def indexed_document(http: httpx.Client, headers: dict[str, str]) -> str:
+    # A line of its own per upload: identical content would be deduplicated onto another test's document.
+    text = f"{TEXT}\nWork order {uuid.uuid4().hex}.\n"
     created = http.post(
         "/v1/documents",
         headers=headers,
-        json={"title": "Zephyrine valves", "text": TEXT, "allowed_groups": ["maintenance"]},
+        json={"title": "Zephyrine valves", "text": text, "allowed_groups": ["maintenance"]},
     )
     assert created.status_code == 202, created.text
     document_id = created.json()["document_id"]
