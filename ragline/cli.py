@@ -134,6 +134,45 @@ def _reindex(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reconcile(args: argparse.Namespace) -> int:
+    """Invoke `ingest-reconcile` (the scheduled function itself, not a copy of its logic): on the
+    local platform through its Lambda Invoke emulator, or with --aws the deployed one. Prints the
+    report; exits 1 while findings remain (a dry run's, or repairs that failed)."""
+    import json
+
+    import boto3
+    from botocore.config import Config
+
+    from ragline.topology import physical_name
+
+    if args.aws and not args.function:
+        print("--aws needs --function (ragline-<stage>-ingest-reconcile)", file=sys.stderr)
+        return 2
+    # A full pass may take minutes: wait for it, and never send it twice.
+    config = Config(read_timeout=960, retries={"total_max_attempts": 1})
+    if args.aws:
+        client = boto3.client("lambda", config=config)
+    else:
+        client = boto3.client(
+            "lambda",
+            endpoint_url=args.lambda_url,
+            region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+            config=config,
+        )
+    payload = json.dumps({"dry_run": args.dry_run}).encode()
+    response = client.invoke(FunctionName=args.function or physical_name("ingest-reconcile"), Payload=payload)
+    report = json.loads(response["Payload"].read() or b"null")
+    print(json.dumps(report, indent=1))
+    if response.get("FunctionError"):
+        return 1
+    unresolved = report["failed"] + (
+        report["orphaned_versions"] + report["phantom_documents"] if args.dry_run else 0
+    )
+    return 1 if unresolved else 0
+
+
 def _llm_tokenizer(args: argparse.Namespace) -> int:
     from ragline.tokenizer import extract_gguf_tokenizer
 
@@ -237,6 +276,29 @@ def main(argv: list[str] | None = None) -> int:
         "reindex", help="rebuild the search index from the current settings (fields, HNSW), online"
     )
     reindex.set_defaults(run=_reindex)
+
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="compare the documents table with the search index; repair orphaned vectors and phantoms",
+    )
+    reconcile.add_argument(
+        "--dry-run", action="store_true", help="report what would be repaired, change nothing"
+    )
+    reconcile.add_argument(
+        "--lambda-url",
+        default=os.environ.get("RAGLINE_LAMBDA_ENDPOINT_URL", "http://127.0.0.1:8001"),
+        help="the local platform's Lambda Invoke emulator",
+    )
+    reconcile.add_argument(
+        "--function",
+        default=None,
+        help="the deployed function's name, e.g. ragline-dev-ingest-reconcile (with --aws); "
+        "default: the local platform's",
+    )
+    reconcile.add_argument(
+        "--aws", action="store_true", help="invoke the deployed function with your AWS credentials"
+    )
+    reconcile.set_defaults(run=_reconcile)
 
     llm_tokenizer = commands.add_parser(
         "llm-tokenizer", help="write a GGUF model's tokenizer as tokenizer.json (prompts are packed in it)"

@@ -780,6 +780,57 @@ class Conversation(Strict):
     turns: list[ConversationTurn]
 
 
+# ------------------------------------------------- index maintenance (ingest's reconciler → index)
+
+
+class IndexedVersion(Strict):
+    """How many chunks of one document version the search index holds."""
+
+    document_id: str
+    version: int = Field(ge=1)
+    active: int = Field(ge=0, description="Chunks searches find")
+    inactive: int = Field(ge=0, description="Chunks written but hidden from searches")
+
+
+class InventoryCommand(Strict):
+    """List the index's (document, version) chunk counts, ordered by document id then version."""
+
+    command: Literal["inventory"] = "inventory"
+    after: tuple[str, int] | None = Field(default=None, description="The last pair of the previous page")
+    size: int = Field(default=1000, ge=1, le=10_000)
+
+
+class InventoryPage(Strict):
+    versions: list[IndexedVersion] = Field(description="A page shorter than the size asked for is the last")
+
+
+class DeleteVectorsCommand(Strict):
+    """Delete a document's chunks: one version, or every version (`version` null)."""
+
+    command: Literal["delete_vectors"] = "delete_vectors"
+    document_id: str
+    version: int | None = Field(default=None, ge=1)
+
+
+class RestoreVersionCommand(Strict):
+    """Write a version's chunks again from its chunk file and make them searchable."""
+
+    command: Literal["restore_version"] = "restore_version"
+    document_id: str
+    version: int = Field(ge=1)
+    chunks_key: str
+    chunk_count: int = Field(ge=0)
+
+
+IndexMaintenanceCommand = Annotated[
+    InventoryCommand | DeleteVectorsCommand | RestoreVersionCommand, Field(discriminator="command")
+]
+
+
+class MaintenanceResult(Strict):
+    chunks: int = Field(ge=0, description="Chunks deleted, or chunks now searchable")
+
+
 ANSWER_STREAM_EVENTS: dict[str, type[BaseModel]] = {
     "token": TokenEvent,
     "citations": CitationsEvent,

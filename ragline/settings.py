@@ -128,6 +128,11 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="Cool-down before an open circuit lets one probe call through"
     )
 
+    # ingest's reconciler (docs/saga.md, "Reconciliation")
+    index_maintenance_function: str = Field(
+        default="ragline-index-maintenance", description="The index context's maintenance function"
+    )
+
     # context
     retrieve_function: str = "ragline-retrieve-invoke"
     lambda_endpoint_url: str | None = Field(default=None, description="Local Lambda Invoke emulator")

@@ -86,6 +86,10 @@ class FunctionSpec:
     # An ASGI app behind the Lambda Web Adapter in response_stream mode: every one of its routes is a
     # streaming integration in AWS (a buffered one cannot read a streamed invocation).
     asgi: bool = False
+    # An EventBridge schedule expression ("rate(1 hour)", "cron(...)") that invokes it in AWS.
+    schedule: str | None = None
+    # Deployed under an explicit name: a function in a stack deployed before its own invokes it.
+    named: bool = False
 
 
 @dataclass(frozen=True)
@@ -267,6 +271,25 @@ TOPOLOGY = Topology(
             handler="functions.index.handlers.saga.handler",
             memory_mb=1024,
             timeout_s=300,
+        ),
+        # The index's side of reconciliation: list what the index holds, delete orphans, restore a
+        # version (invoked by ingest-reconcile; the index context stays the index's only writer).
+        FunctionSpec(
+            name="index-maintenance",
+            context="index",
+            handler="functions.index.handlers.maintenance.handler",
+            named=True,
+            memory_mb=1024,
+            timeout_s=300,
+        ),
+        # The documents table against the index: orphaned vectors and phantom documents, repaired.
+        FunctionSpec(
+            name="ingest-reconcile",
+            context="ingest",
+            handler="functions.ingest.handlers.reconcile.handler",
+            named=True,  # `ragline reconcile --aws --function ragline-<stage>-ingest-reconcile`
+            timeout_s=900,
+            schedule="rate(6 hours)",
         ),
         FunctionSpec(
             name="retrieve-api",

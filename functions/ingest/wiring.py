@@ -14,6 +14,7 @@ needs only the table), so there is one builder and one cached accessor per servi
     delete_saga()       -> DeleteSaga        (ingest-saga: ingest's steps of the delete saga)
     update_requests()   -> UpdateRequests    (ingest-api: PUT /v1/documents/{id})
     update_saga()       -> UpdateSaga        (ingest-saga: ingest's steps of the update saga)
+    reconciler()        -> Reconciler        (ingest-reconcile: the table against the index)
 
 The accessors build on first use from `get_settings()` and keep the result for the container's life.
 Tests call the `build_*` functions (or `build`, for all three) with moto-backed clients or fakes and
@@ -33,6 +34,7 @@ from functions.ingest.adapters.collections_table import DynamoCollectionReposito
 from functions.ingest.adapters.documents_table import DynamoDocumentRepository
 from functions.ingest.adapters.executions import StepFunctionsStarter
 from functions.ingest.adapters.idempotency import IdempotentRequests
+from functions.ingest.adapters.index_maintenance import LambdaIndexMaintenance
 from functions.ingest.adapters.operations_table import DynamoOperationRepository
 from functions.ingest.adapters.upload_records import DynamoUploadRecords
 from functions.ingest.domain.chunking import Chunker, TokenCounter
@@ -40,7 +42,8 @@ from functions.ingest.domain.collections import CollectionCatalog, CollectionDef
 from functions.ingest.domain.deletion import DeleteSaga, DeletionRequests
 from functions.ingest.domain.documents import DocumentService
 from functions.ingest.domain.pipeline import ChunkingService, VersionChunker
-from functions.ingest.domain.ports import DocumentRepository, EventPublisher, MessageSender
+from functions.ingest.domain.ports import DocumentRepository, EventPublisher, IndexMaintenance, MessageSender
+from functions.ingest.domain.reconcile import Reconciler
 from functions.ingest.domain.status import StatusService
 from functions.ingest.domain.updates import UpdateRequests, UpdateSaga
 from functions.ingest.domain.uploads import DeadlineQueue, UploadService
@@ -48,6 +51,7 @@ from ragline import aws
 from ragline.events import EventBridgePublisher, SqsSender
 from ragline.search.fields import FilterableFields
 from ragline.settings import Settings, get_settings
+from ragline.topology import TOPOLOGY
 
 
 def _documents(settings: Settings, dynamodb: Any) -> DocumentRepository:
@@ -162,6 +166,35 @@ def build_update_saga(
             collections=build_collection_catalog(settings, dynamodb=dynamodb),
             max_document_bytes=settings.max_document_bytes,
         ),
+    )
+
+
+INDEX_MAINTENANCE_TIMEOUT_S = TOPOLOGY.function("index-maintenance").timeout_s
+
+
+def build_reconciler(
+    settings: Settings,
+    *,
+    dynamodb: Any = None,
+    events: Any = None,
+    lambda_client: Any = None,
+    index: IndexMaintenance | None = None,
+) -> Reconciler:
+    """The index is reached through its context's `index-maintenance` function (Lambda Invoke;
+    locally the emulator at RAGLINE_LAMBDA_ENDPOINT_URL)."""
+    dynamodb = dynamodb or aws.client("dynamodb", settings)
+    if index is None:
+        # A restore embeds a whole document: wait as long as the maintenance function may run.
+        wait = Config(read_timeout=INDEX_MAINTENANCE_TIMEOUT_S + 10)
+        client = lambda_client or aws.client(
+            "lambda", settings, endpoint_url=settings.lambda_endpoint_url, config=wait
+        )
+        index = LambdaIndexMaintenance(client, settings.index_maintenance_function)
+    return Reconciler(
+        DynamoDocumentRepository(dynamodb, settings.documents_table),
+        DynamoOperationRepository(dynamodb, settings.operations_table),
+        index,
+        _publisher(settings, events),
     )
 
 
@@ -386,3 +419,8 @@ def update_saga() -> UpdateSaga:
     return build_update_saga(
         get_settings(), s3=_client("s3"), dynamodb=_client("dynamodb"), events=_client("events")
     )
+
+
+@cache
+def reconciler() -> Reconciler:
+    return build_reconciler(get_settings(), dynamodb=_client("dynamodb"), events=_client("events"))

@@ -16,3 +16,8 @@ def state_machine_name(stage: str, name: str) -> str:
     """The explicit name of a state machine: the ingest API starts executions of it, and its stack
     comes after the API's (it needs functions of later stacks), so the API knows it by name."""
     return f"ragline-{stage}-{name}"
+
+
+def function_name(stage: str, name: str) -> str:
+    """The explicit name of a function a stack deployed before its own invokes (FunctionSpec.named)."""
+    return f"ragline-{stage}-{name}"

@@ -95,6 +95,7 @@ def environment(config: LocalConfig) -> dict[str, str]:
         "RAGLINE_LLM_ENDPOINT": config.url(config.llm_port),
         "RAGLINE_LAMBDA_ENDPOINT_URL": config.url(config.lambda_port),
         "RAGLINE_RETRIEVE_FUNCTION": physical_name("retrieve-invoke"),
+        "RAGLINE_INDEX_MAINTENANCE_FUNCTION": physical_name("index-maintenance"),
         "RAGLINE_EMBEDDING_TOKENIZER": embedding_tokenizer_path(),
         **config.extra_env,
     }

@@ -38,7 +38,7 @@ from lancedb.table import Table
 
 from ragline.contracts import Chunk, FilterableFieldType
 from ragline.search.fields import Condition, FilterableFields, MatchAny, TypedValue
-from ragline.search.port import IndexedChunk, ScoredChunk, SearchFilter
+from ragline.search.port import IndexedChunk, ScoredChunk, SearchFilter, VersionCount
 
 # The OpenSearch adapter's English analysis, as far as Lance has it: no possessive filter, and
 # Snowball (Porter2) stemming where OpenSearch's `english` analyzer uses Porter.
@@ -341,6 +341,31 @@ class LanceIndex:
         elif active is False:  # a table from before the column: every row is active
             return 0
         return table.count_rows(predicate)
+
+    def inventory(self, after: tuple[str, int] | None = None, size: int = 1000) -> list[VersionCount]:
+        """Grouped in Arrow over a scan of three columns (the local table is small enough to read
+        whole; OpenSearch pages a composite aggregation instead)."""
+        table = self._readable()
+        if table is None:
+            return []
+        where = None
+        if after is not None:
+            document_id, version = after
+            where = (
+                f"document_id > {sql_string(document_id)}"
+                f" OR (document_id = {sql_string(document_id)} AND version > {int(version)})"
+            )
+        columns = ["document_id", "version", *(["active"] if "active" in table.schema.names else [])]
+        query = table.search().select(columns).limit(None)
+        rows = (query.where(where) if where else query).to_arrow()
+        if "active" not in rows.column_names:  # a table from before the column: every row is active
+            rows = rows.append_column("active", pa.array([True] * rows.num_rows))
+        grouped = rows.group_by(["document_id", "version", "active"]).aggregate([([], "count_all")])
+        counts: dict[tuple[str, int], list[int]] = {}
+        for row in grouped.to_pylist():
+            pair = counts.setdefault((row["document_id"], int(row["version"])), [0, 0])
+            pair[0 if row["active"] else 1] += row["count_all"]
+        return [VersionCount(d, v, *counts[(d, v)]) for d, v in sorted(counts)[:size]]
 
     # ---------------------------------------------------------------------------------- reads
 

@@ -36,7 +36,7 @@ from opensearchpy.exceptions import ConflictError, RequestError, TransportError
 
 from ragline.contracts import Chunk, FilterableFieldType
 from ragline.search.fields import Condition, FilterableFields, MatchAny, TypedValue
-from ragline.search.port import IndexedChunk, ScoredChunk, SearchFilter
+from ragline.search.port import IndexedChunk, ScoredChunk, SearchFilter, VersionCount
 
 log = logging.getLogger(__name__)
 
@@ -493,6 +493,40 @@ class OpenSearchIndex:
         response = self._client.count(index=self._alias, body={"query": {"bool": {"filter": filters}}})
         _check_shards(response, "count")
         return int(response["count"])
+
+    def inventory(self, after: tuple[str, int] | None = None, size: int = 1000) -> list[VersionCount]:
+        """A composite aggregation over (document_id, version) through the read alias, paged with
+        `after` (its after_key), with the inactive chunks counted by a filter sub-aggregation (a
+        chunk without the field is active, as searches treat it).
+        https://docs.opensearch.org/latest/aggregations/bucket/composite/"""
+        composite: dict[str, Any] = {
+            "size": size,
+            "sources": [
+                {"document_id": {"terms": {"field": "document_id"}}},
+                {"version": {"terms": {"field": "version"}}},
+            ],
+        }
+        if after is not None:
+            composite["after"] = {"document_id": after[0], "version": after[1]}
+        body = {
+            "size": 0,
+            "track_total_hits": False,
+            "aggs": {
+                "versions": {
+                    "composite": composite,
+                    "aggs": {"inactive": {"filter": {"term": {"active": False}}}},
+                }
+            },
+        }
+        response = self._client.search(index=self._alias, body=body)
+        _check_shards(response, "inventory")
+        counts = []
+        for bucket in response["aggregations"]["versions"]["buckets"]:
+            inactive = int(bucket["inactive"]["doc_count"])
+            key = bucket["key"]
+            active = int(bucket["doc_count"]) - inactive
+            counts.append(VersionCount(key["document_id"], int(key["version"]), active, inactive))
+        return counts
 
     def _delete_by_query(self, indices: list[str], filters: list[dict[str, Any]], what: str) -> int:
         # conflicts=proceed: a chunk re-written since the query matched it is left alone, not an error.

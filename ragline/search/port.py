@@ -54,6 +54,20 @@ class IndexedChunk:
 
 
 @dataclass(frozen=True)
+class VersionCount:
+    """How many chunks of one document version the index holds, searchable (active) or not."""
+
+    document_id: str
+    version: int
+    active: int
+    inactive: int
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.document_id, self.version)
+
+
+@dataclass(frozen=True)
 class ScoredChunk:
     chunk: Chunk
     score: float
@@ -76,6 +90,11 @@ class SearchIndex(Protocol):
     def count(self, document_id: str, version: int | None = None, *, active: bool | None = None) -> int:
         """How many chunks of a document (one version, or all) readers' searches would find, before
         any caller's filter: active ones only, inactive ones only, or (None) both."""
+
+    def inventory(self, after: tuple[str, int] | None = None, size: int = 1000) -> list[VersionCount]:
+        """Chunk counts of every (document, version) the readers' index holds, ordered by document
+        id then version: the first `size` after `after`. A shorter page is the last. What the
+        reconciler compares with the documents table (docs/saga.md, "Reconciliation")."""
 
     def keyword_search(self, query: str, flt: SearchFilter, k: int) -> list[ScoredChunk]:
         """BM25 over active chunks' text, title and headings (the last two boosted), best first."""

@@ -648,6 +648,54 @@ def test_count_raises_on_shard_failures():
         index(cluster).count("doc1", 2, active=True)
 
 
+def composite_response(*buckets: tuple[str, int, int, int], failed: int = 0) -> dict[str, Any]:
+    """(document, version, chunks, inactive chunks) as OpenSearch answers a composite aggregation."""
+    response = search_response(failed=failed)
+    rows = [
+        {"key": {"document_id": d, "version": v}, "doc_count": n, "inactive": {"doc_count": i}}
+        for d, v, n, i in buckets
+    ]
+    after = {"after_key": rows[-1]["key"]} if rows else {}
+    response["aggregations"] = {"versions": {"buckets": rows, **after}}
+    return response
+
+
+def test_inventory_pages_a_composite_aggregation_through_the_read_alias():
+    cluster = FakeCluster().answer(200, composite_response(("doc1", 1, 3, 3), ("doc1", 2, 4, 0)))
+    cluster.answer(200, composite_response(("doc2", 1, 2, 1)))
+    first = index(cluster).inventory(size=2)
+    assert [(c.document_id, c.version, c.active, c.inactive) for c in first] == [
+        ("doc1", 1, 0, 3),
+        ("doc1", 2, 4, 0),
+    ]
+    second = index(cluster).inventory(after=first[-1].key, size=2)
+    assert [(c.key, c.active, c.inactive) for c in second] == [(("doc2", 1), 1, 1)]
+
+    expected_aggs = {
+        "versions": {
+            "composite": {
+                "size": 2,
+                "sources": [
+                    {"document_id": {"terms": {"field": "document_id"}}},
+                    {"version": {"terms": {"field": "version"}}},
+                ],
+            },
+            # chunks without the field count as active, as searches treat them
+            "aggs": {"inactive": {"filter": {"term": {"active": False}}}},
+        }
+    }
+    assert [(s.method, s.url) for s in cluster.sent] == [("POST", f"/{ALIAS}/_search")] * 2
+    assert cluster.sent[0].body == {"size": 0, "track_total_hits": False, "aggs": expected_aggs}
+    expected_aggs["versions"]["composite"]["after"] = {"document_id": "doc1", "version": 2}
+    assert cluster.sent[1].body["aggs"] == expected_aggs
+
+
+def test_inventory_raises_rather_than_return_part_of_the_index():
+    cluster = FakeCluster().answer(200, composite_response(("doc1", 1, 3, 0), failed=1))
+    with pytest.raises(SearchIndexError, match="inventory failed on 1 of 2 shards"):
+        index(cluster).inventory()
+
+
 # ------------------------------------------------------------------------------------- reads
 
 

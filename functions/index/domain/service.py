@@ -26,7 +26,7 @@ from ragline.contracts import (
     EventMetadata,
     IndexingStarted,
 )
-from ragline.search.port import IndexedChunk, SearchIndex
+from ragline.search.port import IndexedChunk, SearchIndex, VersionCount
 
 from .errors import (
     ChunksInvalid,
@@ -245,6 +245,18 @@ class IndexService:
     def delete_document(self, document_id: str) -> int:
         """Delete every version's chunks (the delete saga); returns how many went. Idempotent."""
         return self._index.delete_document(document_id)
+
+    # ------------------------------------------------------------- the reconciler's (docs/saga.md)
+
+    def inventory(self, after: tuple[str, int] | None = None, size: int = 1000) -> list[VersionCount]:
+        """The index's chunk counts per (document, version), one page (see SearchIndex.inventory)."""
+        return self._index.inventory(after, size)
+
+    def restore_version(self, source: ChunkFile) -> int:
+        """Write the version again from its chunk file and make it searchable: the repair of a
+        document the table says is searchable but the index lacks (in part or whole). Idempotent."""
+        self.index_version(source)
+        return self.activate(source.document_id, source.version)
 
     # ------------------------------------------------------------------------------------------
 

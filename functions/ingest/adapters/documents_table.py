@@ -10,7 +10,7 @@ listing keys, so the indexes hold documents only."""
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -182,6 +182,14 @@ class DynamoDocumentRepository:
         if not item or "kind" in item:  # a content claim is not a document
             return None
         return from_item(item)
+
+    def scan(self) -> Iterator[Document]:
+        """A paginated Scan; eventually consistent, which the reconciler allows for (it re-reads
+        each document before it repairs anything)."""
+        for page in self._client.get_paginator("scan").paginate(TableName=self._table):
+            for item in page.get("Items", []):
+                if "kind" not in item:  # content claims
+                    yield from_item(item)
 
     def list_page(
         self,

@@ -272,3 +272,11 @@ class DocumentBusy(IngestError):
     step with backoff (deletes wait their turn; they are never rejected for it)."""
 
     code = "document_busy"
+
+
+class VectorsLost(IngestError):
+    """The reconciler found a searchable document's version missing from the index and its chunk
+    file gone too, so it cannot be restored: the document is marked failed rather than left a
+    phantom. Uploading it again indexes it."""
+
+    code = "vectors_lost"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -15,6 +15,7 @@ from ragline.contracts import (
     DocumentStatus,
     EventDetail,
     EventMetadata,
+    IndexedVersion,
     Operation,
 )
 
@@ -71,6 +72,9 @@ class DocumentRepository(Protocol):
 
     def get(self, document_id: str) -> Document | None:
         """Strongly consistent: a consumer reads the record an event announced right away."""
+
+    def scan(self) -> Iterator[Document]:
+        """Every document, in no order (the reconciler's full pass; content claims are not documents)."""
 
     def update_status(
         self,
@@ -136,6 +140,28 @@ class OperationRepository(Protocol):
 
     def save(self, record: OperationRecord) -> None:
         """Write the whole record (one saga step at a time changes it)."""
+
+
+class IndexMaintenance(Protocol):
+    """The index context's maintenance commands (its only writer; see the reconciler)."""
+
+    def inventory(self) -> Iterator[IndexedVersion]:
+        """Every (document, version) the index holds with its chunk counts, page by page."""
+
+    def delete_vectors(self, document_id: str, version: int | None) -> int:
+        """Delete one version's chunks, or every version's (None); returns how many went."""
+
+    def restore_version(self, document_id: str, version: int, chunks_key: str, chunk_count: int) -> int:
+        """Write the version from its chunk file and make it searchable; returns its chunk count.
+        Raises RestoreFailed when the chunk file is missing or invalid."""
+
+
+class RestoreFailed(Exception):
+    """The index could not restore a version for a reason retrying will not fix."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
 
 
 class ExecutionStarter(Protocol):

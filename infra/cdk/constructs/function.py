@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aws_cdk import Aws, Duration, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
@@ -19,7 +21,7 @@ from constructs import Construct
 
 from infra.cdk.config import DeployConfig
 from infra.cdk.constructs.tags import tag_function
-from infra.cdk.naming import pascal
+from infra.cdk.naming import function_name, pascal
 from infra.cdk.packaging import ASGI_HANDLER, ASGI_PORT
 from ragline.topology import TOPOLOGY, FunctionSpec, QueueSpec
 
@@ -126,7 +128,16 @@ class RaglineFunction(Construct):
             tracing=lambda_.Tracing.ACTIVE,
             log_group=self.log_group,
             description=f"ragline {spec.name} ({spec.handler})",
+            function_name=function_name(config.stage, spec.name) if spec.named else None,
         )
+        if spec.schedule:
+            events.Rule(
+                self,
+                "Schedule",
+                schedule=events.Schedule.expression(spec.schedule),
+                targets=[targets.LambdaFunction(self.function, retry_attempts=0)],
+                description=f"runs {spec.name} ({spec.schedule})",
+            )
         tag_function(self.function, spec.name)
         # Logs: only this function's own log group (instead of the AWSLambdaBasicExecutionRole managed policy).
         iam.Policy(

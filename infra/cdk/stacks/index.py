@@ -28,8 +28,12 @@ SEARCH_READ_ACTIONS = ("es:ESHttpGet", "es:ESHttpPost", "es:ESHttpHead")
 SEARCH_WRITE_ACTIONS = (*SEARCH_READ_ACTIONS, "es:ESHttpPut", "es:ESHttpDelete", "es:ESHttpPatch")
 # Which bounded contexts may call the domain, and how.
 SEARCH_ACCESS = {"index": SEARCH_WRITE_ACTIONS, "retrieve": SEARCH_READ_ACTIONS}
-# Functions that publish nothing (index-saga: the saga reports its outcome through ingest).
-QUIET = {"index-saga"}
+# And on which paths (under domain/<name>/): readers only reach `<index or alias>/_search`, since
+# POST is also how _bulk, _update_by_query and _delete_by_query write.
+SEARCH_PATHS = {"index": ("*",), "retrieve": ("*/_search",)}
+# Functions that publish nothing (index-saga: the saga reports its outcome through ingest;
+# index-maintenance: the reconciler in ingest reports what it repaired).
+QUIET = {"index-saga", "index-maintenance"}
 
 
 def search_environment(

@@ -20,7 +20,7 @@ from infra.cdk.config import DeployConfig
 from infra.cdk.constructs.function import RaglineFunction, context_functions
 from infra.cdk.constructs.table import context_tables
 from infra.cdk.environment import env, var
-from infra.cdk.naming import pascal, rule_name, state_machine_name
+from infra.cdk.naming import function_name, pascal, rule_name, state_machine_name
 from infra.cdk.packaging import TOKENIZER_PATH
 from infra.cdk.stacks.platform import PlatformStack
 from ragline.contracts import ChunksReady, UploadDeadline
@@ -48,6 +48,9 @@ UPDATE_STARTERS = {
     f.name for f in TOPOLOGY.functions if RouteSpec("PUT", "/v1/documents/{document_id}") in f.routes
 }
 SAGA_FUNCTION = "ingest-saga"
+# The reconciler, and the index context's function it asks (deployed later, so known by name).
+RECONCILE_FUNCTION = "ingest-reconcile"
+INDEX_MAINTENANCE_FUNCTION = "index-maintenance"
 # Browsers PUT to the presigned URL from any origin (the signature, not the origin, authorizes it):
 # narrow allowed_origins to your web app's origin if you have one.
 UPLOAD_CORS = [
@@ -134,8 +137,9 @@ class IngestStack(Stack):
                 uploads_queue.grant(self.functions[name].role, "sqs:SendMessage")
         self._delete_saga(config, platform)
         self._update_saga(config)
+        self._reconciler(config, platform)
         for fn in self.functions.values():
-            if fn.spec.name in upload_consumers or fn.spec.name == SAGA_FUNCTION:
+            if fn.spec.name in upload_consumers or fn.spec.name in (SAGA_FUNCTION, RECONCILE_FUNCTION):
                 continue
             role = fn.role
             for bucket in self.buckets.values():
@@ -144,6 +148,30 @@ class IngestStack(Stack):
                 table.grant_read_write_data(role)
             platform.bus.grant_put_events_to(role)
             index_queue.grant_send_messages(role)
+
+    def _reconciler(self, config: DeployConfig, platform: PlatformStack) -> None:
+        """ingest-reconcile reads the documents (Scan, then a consistent GetItem before each repair)
+        and operations tables, marks an unrestorable phantom failed (UpdateItem) and says so, and
+        invokes the index context's maintenance function, by name, and nothing else."""
+        fn = self.functions[RECONCILE_FUNCTION]
+        maintenance = function_name(config.stage, INDEX_MAINTENANCE_FUNCTION)
+        fn.function.add_environment(var("index_maintenance_function"), maintenance)
+        fn.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["lambda:InvokeFunction"],
+                resources=[
+                    self.format_arn(
+                        service="lambda",
+                        resource="function",
+                        resource_name=maintenance,
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
+            )
+        )
+        self.tables["documents"].grant(fn.role, "dynamodb:Scan", "dynamodb:GetItem", "dynamodb:UpdateItem")
+        self.tables["operations"].grant(fn.role, "dynamodb:GetItem")
+        platform.bus.grant_put_events_to(fn.role)
 
     def _delete_saga(self, config: DeployConfig, platform: PlatformStack) -> None:
         """The starters may start executions of the document-delete state machine and nothing else;
