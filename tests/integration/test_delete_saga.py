@@ -105,9 +105,12 @@ class Fault:
     error: type[Exception] = InjectedFault
     raised: int = 0
     gate: threading.Event | None = None  # instead of raising: wait for it, then run the step
+    also: frozenset[str] = frozenset()  # steps that fail too, every time, before they run (compensations)
 
     def wrap(self, handler: Callable[[dict[str, Any], Any], Any]) -> Callable[[dict[str, Any], Any], Any]:
         def faulty(event: dict[str, Any], context: Any) -> Any:
+            if event.get("step") in self.also:
+                raise self.error(f"injected before {event['step']}")
             hit = event.get("step") == self.step and (self.times is None or self.raised < self.times)
             if hit and self.gate is not None:
                 self.gate.wait(10)

@@ -33,7 +33,15 @@ from ragline.contracts import (
 )
 from ragline.local.lambda_runtime import LocalFunction
 from ragline.local.stepfunctions import HandlerInvoker
-from ragline.saga import DELETE_OLD_VECTORS
+from ragline.saga import (
+    ACTIVATE,
+    DELETE_OLD_VECTORS,
+    DELETE_VECTORS,
+    INDEX_VERSION,
+    REINDEX,
+    REMOVE_NEW_VERSION,
+    UNMARK_DELETING,
+)
 from ragline.topology import TOPOLOGY, physical_name
 from tests.integration.test_delete_saga import ENG
 from tests.integration.test_update_saga import Updates
@@ -90,6 +98,67 @@ def test_the_old_version_a_failed_delete_old_vectors_leaves_is_deleted(
     assert [(f.outcome, f.detail) for f in repaired.findings] == [(Outcome.REPAIRED, "3 chunks deleted")]
     assert saga.index.count("doc-a", 1) == 0
     assert saga.assert_update_invariants("doc-a") == 2
+    assert reconciler.run(dry_run=False).findings == []
+
+
+# A step fails, then so does its compensation: the operation ends failed and what the compensation
+# should have undone stays. The reconciler is what puts it right (docs/saga.md, "Known limits").
+COMPENSATION_FAULTS = [
+    # the delete never deleted anything, and the status was not put back: a `deleting` document
+    # whose vectors searches still find
+    pytest.param(DELETE_VECTORS, False, REINDEX, UNMARK_DELETING, {("orphaned_vectors", 1, 3)}, id="delete"),
+    # the vectors went (the answer was lost) and were not written back: `deleting`, no vectors
+    pytest.param(DELETE_VECTORS, True, REINDEX, None, set(), id="delete-lost"),
+    # v2 written inactive, not removed: hidden orphans
+    pytest.param(
+        INDEX_VERSION, True, REMOVE_NEW_VERSION, None, {("orphaned_vectors", 2, 1)}, id="update-indexed"
+    ),
+    # v2 activated and v1 hidden, not undone: searches find the unswitched v2 (with its new groups)
+    # and not the document's own v1
+    pytest.param(
+        ACTIVATE,
+        True,
+        REMOVE_NEW_VERSION,
+        None,
+        {("orphaned_vectors", 2, 1), ("phantom_document", 1, 3)},
+        id="update-activated",
+    ),
+]
+
+
+@pytest.mark.parametrize(("step", "after", "compensation", "also", "found"), COMPENSATION_FAULTS)
+def test_what_a_failed_compensation_leaves_the_reconciler_repairs(
+    saga: Updates,
+    reconciler: Reconciler,
+    step: str,
+    after: bool,
+    compensation: str,
+    also: str | None,
+    found: set[tuple[str, int, int]],
+) -> None:
+    saga.fault.step, saga.fault.after = step, after
+    saga.fault.also = frozenset({compensation, *([also] if also else [])})
+    saga.seed("doc-a")
+    operation_id, execution = saga.delete("doc-a") if step == DELETE_VECTORS else saga.update("doc-a")
+    assert execution["status"] == "FAILED"
+    record = saga.operations.get(operation_id)
+    assert record is not None and record.operation.status == OperationStatus.FAILED
+
+    report = reconciler.run(dry_run=False)
+    assert {(f.kind.value, f.version, f.chunks) for f in report.findings} == found
+    assert {f.outcome for f in report.findings} <= {Outcome.REPAIRED}
+    document = saga.documents.get("doc-a")
+    assert document is not None
+    if step == DELETE_VECTORS:  # `deleting` with no vectors, which a new DELETE finishes
+        saga.assert_invariants("doc-a")
+        saga.fault.step, saga.fault.also = None, frozenset()
+        assert saga.delete("doc-a")[1]["status"] == "SUCCEEDED"
+        saga.assert_invariants("doc-a")
+    else:  # the document's own version, and only it, searchable again
+        assert (document.status, document.version) == (DocumentStatus.INDEXED, 1)
+        assert saga.index.count("doc-a", 1, active=True) == saga.index.count("doc-a") == 3
+        hits = saga.index.keyword_search("turbine blade", ENG, 10)
+        assert {h.chunk.version for h in hits if h.chunk.document_id == "doc-a"} == {1}
     assert reconciler.run(dry_run=False).findings == []
 
 
