@@ -167,9 +167,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     print(json.dumps(report, indent=1))
     if response.get("FunctionError"):
         return 1
-    unresolved = report["failed"] + (
-        report["orphaned_versions"] + report["phantom_documents"] if args.dry_run else 0
-    )
+    unresolved = report["unresolved"]
     return 1 if unresolved else 0
 
 

@@ -43,7 +43,7 @@ from functions.ingest.domain.deletion import DeleteSaga, DeletionRequests
 from functions.ingest.domain.documents import DocumentService
 from functions.ingest.domain.pipeline import ChunkingService, VersionChunker
 from functions.ingest.domain.ports import DocumentRepository, EventPublisher, IndexMaintenance, MessageSender
-from functions.ingest.domain.reconcile import Reconciler
+from functions.ingest.domain.reconcile import ANNOUNCE_AFTER, Reconciler
 from functions.ingest.domain.status import StatusService
 from functions.ingest.domain.updates import UpdateRequests, UpdateSaga
 from functions.ingest.domain.uploads import DeadlineQueue, UploadService
@@ -179,6 +179,7 @@ def build_reconciler(
     events: Any = None,
     lambda_client: Any = None,
     index: IndexMaintenance | None = None,
+    announce_after: timedelta = ANNOUNCE_AFTER,
 ) -> Reconciler:
     """The index is reached through its context's `index-maintenance` function (Lambda Invoke;
     locally the emulator at RAGLINE_LAMBDA_ENDPOINT_URL)."""
@@ -195,6 +196,7 @@ def build_reconciler(
         DynamoOperationRepository(dynamodb, settings.operations_table),
         index,
         _publisher(settings, events),
+        announce_after=announce_after,
     )
 
 

@@ -24,6 +24,7 @@ from functions.ingest.domain.ports import OperationRecord, chunks_key
 from functions.ingest.domain.reconcile import FindingKind, Outcome, Reconciler, Report
 from functions.ingest.handlers import reconcile as reconcile_handler
 from ragline.contracts import (
+    DocumentDeleted,
     DocumentFailed,
     DocumentStatus,
     Operation,
@@ -38,6 +39,7 @@ from ragline.saga import (
     DELETE_OLD_VECTORS,
     DELETE_VECTORS,
     INDEX_VERSION,
+    PUBLISH_DELETED,
     REINDEX,
     REMOVE_NEW_VERSION,
     UNMARK_DELETING,
@@ -76,8 +78,9 @@ def test_every_saga_outcome_leaves_nothing_to_repair(saga: Updates, reconciler: 
         saga.seed(name)
     assert saga.update("doc-a")[1]["status"] == "SUCCEEDED"
     assert saga.delete("doc-b")[1]["status"] == "SUCCEEDED"
+    assert saga.documents.pending_events() == []  # the delete's outbox item was settled
     report = reconciler.run(dry_run=False)
-    assert report.findings == []
+    assert report.findings == [] and report.owed_events == 0
     assert (report.documents, report.index_versions, report.in_flight) == (2, 2, 0)
 
 
@@ -242,6 +245,39 @@ def test_a_document_changed_after_the_plan_is_left_alone(saga: Updates, reconcil
     report = reconciler.run(dry_run=False)
     assert [(f.kind, f.outcome) for f in report.findings] == [(FindingKind.PHANTOM_DOCUMENT, Outcome.SKIPPED)]
     assert saga.index.count("doc-a") == 0
+
+
+def test_a_delete_never_announced_is_announced_by_the_reconciler(
+    saga: Updates, reconciler: Reconciler
+) -> None:
+    saga.fault.step = PUBLISH_DELETED
+    saga.seed("doc-a")
+    assert saga.delete("doc-a")[1]["status"] == "FAILED"
+    assert saga.documents.get("doc-a") is None
+    assert [e for e in saga.published() if e["detail-type"] == DocumentDeleted.DETAIL_TYPE] == []
+    [owed] = saga.documents.pending_events()
+    assert owed.detail_type == DocumentDeleted.DETAIL_TYPE
+
+    early = reconciler.run(dry_run=False)  # its own step may still settle it: not owed yet
+    assert (early.owed_events, early.published_events, early.unresolved) == (0, 0, 0)
+    platform = saga.platform
+    late = wiring.build_reconciler(
+        platform.settings,
+        dynamodb=platform.dynamodb,
+        events=platform.events,
+        index=reconciler._index,
+        announce_after=timedelta(0),
+    )
+    dry = late.run(dry_run=True)
+    assert (dry.owed_events, dry.published_events, dry.unresolved) == (1, 0, 1)
+    report = late.run(dry_run=False)
+    assert (report.owed_events, report.published_events, report.unresolved) == (1, 1, 0)
+    deleted = [e for e in saga.published() if e["detail-type"] == DocumentDeleted.DETAIL_TYPE]
+    assert [(e["detail"]["document_id"], e["detail"]["metadata"]["idempotency_key"]) for e in deleted] == [
+        ("doc-a", owed.key)
+    ]
+    assert saga.documents.pending_events() == []
+    assert late.run(dry_run=False).owed_events == 0
 
 
 def test_the_scheduled_handler_reports_and_publishes_metrics(

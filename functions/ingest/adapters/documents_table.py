@@ -19,10 +19,19 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from functions.ingest.domain.errors import DocumentAlreadyExists
-from functions.ingest.domain.ports import ContentClaim, ContentClaimed, DocumentPage, listing_position
+from functions.ingest.domain.ports import (
+    ContentClaim,
+    ContentClaimed,
+    DocumentPage,
+    PendingEvent,
+    listing_position,
+)
 from ragline.contracts import Document, DocumentStatus
 
 CLAIM_KIND = "content_claim"
+# Events a saga owes (the outbox, see `delete`): items of their own kind, keyed by idempotency key.
+OUTBOX_KIND = "outbox"
+OUTBOX_PREFIX = "outbox#"
 # The update saga's reservation (docs/saga.md): the version an operation is building, on the item
 # but not part of `Document` (it is the saga's, not the API's).
 RESERVED_VERSION = "reserved_version"
@@ -51,7 +60,12 @@ _DESERIALIZER = TypeDeserializer()
 
 
 def _is_condition_failure(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+    """A condition failed: of a single write, or of a transaction's first item (its others have none)."""
+    code = exc.response.get("Error", {}).get("Code")
+    if code == "TransactionCanceledException":
+        reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+        return reasons[:1] == ["ConditionalCheckFailed"]
+    return code == "ConditionalCheckFailedException"
 
 
 def _plain(value: Any) -> Any:
@@ -440,30 +454,76 @@ class DynamoDocumentRepository:
                 if not _is_condition_failure(exc):
                     raise
 
-    def delete(self, document_id: str, operation_id: str, *, content_key: str | None) -> None:
-        """The claim first: once the document is gone, nothing would name its claim any more."""
-        deletes = []
+    def delete(
+        self,
+        document_id: str,
+        operation_id: str,
+        *,
+        content_key: str | None,
+        announce: PendingEvent | None = None,
+    ) -> None:
+        """The claim first: once the document is gone, nothing would name its claim any more. The
+        document's delete and the outbox item go in one transaction."""
         if content_key is not None:
-            deletes.append(
-                {
-                    "Key": {"id": {"S": content_key}},
-                    "ConditionExpression": "document_id = :id",
-                    "ExpressionAttributeValues": {":id": {"S": document_id}},
-                }
-            )
-        deletes.append(
-            {
-                "Key": {"id": {"S": document_id}},
-                "ConditionExpression": "operation_id = :op",
-                "ExpressionAttributeValues": {":op": {"S": operation_id}},
-            }
-        )
-        for delete in deletes:
             try:
-                self._client.delete_item(TableName=self._table, **delete)
+                self._client.delete_item(
+                    TableName=self._table,
+                    Key={"id": {"S": content_key}},
+                    ConditionExpression="document_id = :id",
+                    ExpressionAttributeValues={":id": {"S": document_id}},
+                )
             except ClientError as exc:
-                if not _is_condition_failure(exc):  # not ours (another holder), or already gone
+                if not _is_condition_failure(exc):  # not ours, or already gone
                     raise
+        delete = {
+            "TableName": self._table,
+            "Key": {"id": {"S": document_id}},
+            "ConditionExpression": "operation_id = :op",
+            "ExpressionAttributeValues": {":op": {"S": operation_id}},
+        }
+        try:
+            if announce is None:
+                self._client.delete_item(**delete)
+                return
+            outbox = {
+                "id": {"S": OUTBOX_PREFIX + announce.key},
+                "kind": {"S": OUTBOX_KIND},
+                "detail_type": {"S": announce.detail_type},
+                "detail": {"S": announce.detail},
+                "written_at": {"S": announce.written_at.isoformat()},
+            }
+            self._client.transact_write_items(
+                TransactItems=[{"Delete": delete}, {"Put": {"TableName": self._table, "Item": outbox}}]
+            )
+        except ClientError as exc:
+            if not _is_condition_failure(exc):  # another holder's, or already gone (and announced)
+                raise
+
+    def pending_events(self) -> list[PendingEvent]:
+        """A Scan filtered on the kind: the outbox is empty but for seconds at a time, and only the
+        reconciler's scheduled pass reads it."""
+        pending = []
+        pages = self._client.get_paginator("scan").paginate(
+            TableName=self._table,
+            FilterExpression="#kind = :outbox",
+            ExpressionAttributeNames={"#kind": "kind"},
+            ExpressionAttributeValues={":outbox": {"S": OUTBOX_KIND}},
+            ConsistentRead=True,
+        )
+        for page in pages:
+            for item in page.get("Items", []):
+                pending.append(
+                    PendingEvent(
+                        key=item["id"]["S"].removeprefix(OUTBOX_PREFIX),
+                        detail_type=item["detail_type"]["S"],
+                        detail=item["detail"]["S"],
+                        written_at=datetime.fromisoformat(item["written_at"]["S"]),
+                    )
+                )
+        return sorted(pending, key=lambda event: event.written_at)
+
+    def settle(self, key: str) -> None:
+        self._client.delete_item(TableName=self._table, Key={"id": {"S": OUTBOX_PREFIX + key}})
 
     def _conditional_update(
         self,

@@ -50,6 +50,7 @@ from .ports import (
     ExecutionStarter,
     OperationRecord,
     OperationRepository,
+    PendingEvent,
     chunks_key,
     content_key,
     document_parsed_prefix,
@@ -310,23 +311,27 @@ class DeleteSaga:
                 if document.content_hash
                 else None
             )
-            self._documents.delete(document_id, record.operation.operation_id, content_key=claim)
+            event = _deleted(record, state.get("document") or record.document)
+            announce = PendingEvent(
+                key=event.metadata.idempotency_key,
+                detail_type=event.DETAIL_TYPE,
+                detail=event.model_dump_json(),
+                written_at=self._clock(),
+            )
+            self._documents.delete(
+                document_id, record.operation.operation_id, content_key=claim, announce=announce
+            )
             if self._documents.get(document_id) is not None:
                 raise DocumentBusy(f"document {document_id} is held by another operation")
         self._operations.save(_progress(record, self._clock(), done=DELETE_RECORD, current=PUBLISH_DELETED))
 
     def publish_deleted(self, state: dict[str, Any]) -> None:
+        """Publish the event DeleteRecord left in the outbox, then settle it. If this step never
+        succeeds, the reconciler publishes it (docs/saga.md, "Reconciliation")."""
         record = self._record(state)
-        noted = state.get("document") or record.document
-        document_id = record.operation.document_id
-        self._publisher.publish(
-            DocumentDeleted(
-                metadata=event_metadata(record.correlation_id, document_id, noted["version"], "deleted"),
-                document_id=document_id,
-                version=noted["version"],
-                collection=noted["collection"],
-            )
-        )
+        event = _deleted(record, state.get("document") or record.document)
+        self._publisher.publish(event)
+        self._documents.settle(event.metadata.idempotency_key)
         self._operations.save(_progress(record, self._clock(), done=PUBLISH_DELETED, current=COMPLETE))
 
     def complete(self, state: dict[str, Any]) -> None:
@@ -381,6 +386,16 @@ class DeleteSaga:
                     reason=f"{code}: {message}; the document was restored",
                 )
             )
+
+
+def _deleted(record: OperationRecord, noted: dict[str, Any]) -> DocumentDeleted:
+    document_id = record.operation.document_id
+    return DocumentDeleted(
+        metadata=event_metadata(record.correlation_id, document_id, noted["version"], "deleted"),
+        document_id=document_id,
+        version=noted["version"],
+        collection=noted["collection"],
+    )
 
 
 def _noted(document: Document, status: DocumentStatus) -> dict[str, Any]:

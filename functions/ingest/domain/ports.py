@@ -127,9 +127,34 @@ class DocumentRepository(Protocol):
     def move_claim(self, document_id: str, *, version: int, old_key: str | None, new_key: str | None) -> None:
         """Point the content claim at the document's new content (best effort, idempotent)."""
 
-    def delete(self, document_id: str, operation_id: str, *, content_key: str | None) -> None:
+    def delete(
+        self,
+        document_id: str,
+        operation_id: str,
+        *,
+        content_key: str | None,
+        announce: PendingEvent | None = None,
+    ) -> None:
         """Delete the content claim `content_key` if this document holds it, then the document if
-        `operation_id` holds it. Idempotent: what is already gone is not an error."""
+        `operation_id` holds it, writing `announce` in the same transaction as the document's
+        delete (an outbox: the event is owed from that moment). Idempotent: what is already gone is
+        not an error."""
+
+    def pending_events(self) -> list[PendingEvent]:
+        """Events owed (written by `delete`, not yet settled), oldest first."""
+
+    def settle(self, key: str) -> None:
+        """The event `key` was published: forget it. Idempotent."""
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """An event a saga owes (the outbox): `detail` is the event's JSON, `key` its idempotency key."""
+
+    key: str
+    detail_type: str
+    detail: str
+    written_at: datetime
 
 
 class OperationRepository(Protocol):

@@ -7,7 +7,9 @@ is), reporting and repairing the two states the sagas must never leave (docs/sag
   lacks, in whole or in part, or holds hidden.
 
 Orphans are deleted; a phantom's version is restored from its chunk file, and when that is gone
-too the document is marked failed (`vectors_lost`) so it stops claiming to be searchable.
+too the document is marked failed (`vectors_lost`) so it stops claiming to be searchable. Events a
+saga wrote to its outbox and never published (a PublishDeleted that failed after its retries) are
+published once they are older than `announce_after`.
 
 Consistency without locks: the index is listed before the table is read. Vectors are only ever
 written after their document's record exists (and, for an update, after its version is reserved
@@ -24,11 +26,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from ragline.contracts import Document, DocumentStatus, IndexedVersion, utcnow
+from ragline.contracts import Document, DocumentDeleted, DocumentStatus, EventDetail, IndexedVersion, utcnow
 
 from .errors import VectorsLost
 from .ports import (
@@ -36,10 +38,16 @@ from .ports import (
     EventPublisher,
     IndexMaintenance,
     OperationRepository,
+    PendingEvent,
     RestoreFailed,
     chunks_key,
     fail_document,
 )
+
+# Events a saga may leave in the outbox, by detail type.
+OUTBOX_EVENTS: dict[str, type[EventDetail]] = {DocumentDeleted.DETAIL_TYPE: DocumentDeleted}
+# An outbox item younger than this may still be settled by its own saga step.
+ANNOUNCE_AFTER = timedelta(minutes=15)
 
 # Statuses whose vectors are still being written or whose outcome is not known yet.
 IN_FLIGHT = frozenset(
@@ -106,6 +114,15 @@ class Report:
     index_versions: int = 0
     in_flight: int = 0
     findings: list[Finding] = field(default_factory=list)
+    owed_events: int = 0  # in a saga's outbox for longer than announce_after
+    published_events: int = 0  # of those, published now
+
+    @property
+    def unresolved(self) -> int:
+        """What is still wrong after this run: every finding of a dry run, else failed repairs, and
+        owed events not published."""
+        wrong = len(self.findings) if self.dry_run else self.count(outcome=Outcome.FAILED)
+        return wrong + self.owed_events - self.published_events
 
     def count(self, kind: FindingKind | None = None, outcome: Outcome | None = None) -> int:
         return sum(
@@ -133,6 +150,9 @@ class Report:
             "marked_failed": self.count(outcome=Outcome.MARKED_FAILED),
             "skipped": self.count(outcome=Outcome.SKIPPED),
             "failed": self.count(outcome=Outcome.FAILED),
+            "owed_events": self.owed_events,
+            "published_events": self.published_events,
+            "unresolved": self.unresolved,
             "findings": [f.to_json() for f in self.findings],
         }
 
@@ -219,12 +239,14 @@ class Reconciler:
         publisher: EventPublisher,
         *,
         clock: Callable[[], datetime] = utcnow,
+        announce_after: timedelta = ANNOUNCE_AFTER,
     ) -> None:
         self._documents = documents
         self._operations = operations
         self._index = index
         self._publisher = publisher
         self._clock = clock
+        self._announce_after = announce_after
 
     def run(self, *, dry_run: bool) -> Report:
         report = Report(dry_run=dry_run, started_at=self._clock())
@@ -235,8 +257,27 @@ class Reconciler:
         if not dry_run:
             for finding in report.findings:
                 self._repair(finding)
+        owed = [
+            e
+            for e in self._documents.pending_events()
+            if report.started_at - e.written_at >= self._announce_after
+        ]
+        report.owed_events = len(owed)
+        if not dry_run:
+            report.published_events = sum(self._publish(event) for event in owed)
         report.finished_at = self._clock()
         return report
+
+    def _publish(self, owed: PendingEvent) -> bool:
+        kind = OUTBOX_EVENTS.get(owed.detail_type)
+        if kind is None:  # a newer producer's event: leave it for the code that knows it
+            return False
+        try:
+            self._publisher.publish(kind.model_validate_json(owed.detail))
+            self._documents.settle(owed.key)
+        except Exception:  # noqa: BLE001 (the next run tries again; the others go ahead)
+            return False
+        return True
 
     def _busy(self, document: Document) -> bool:
         """Held by an operation that has not finished (a finished one stays recorded as the holder

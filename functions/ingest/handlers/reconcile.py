@@ -32,6 +32,7 @@ def make_handler(reconciler: Callable[[], Reconciler]) -> Callable[[dict[str, An
             "Repaired": report.count(outcome=Outcome.REPAIRED),
             "MarkedFailed": report.count(outcome=Outcome.MARKED_FAILED),
             "RepairsFailed": report.count(outcome=Outcome.FAILED),
+            "UnpublishedEvents": report.owed_events - report.published_events,
         }
         metrics.add_dimension(name="mode", value="dry_run" if dry_run else "repair")
         for name, value in counts.items():
