@@ -167,23 +167,54 @@ def chunk_id(document_id: str, version: int, ordinal: int) -> str:
     return f"{document_id}:v{version}:{ordinal}"
 
 
+class OperationKind(StrEnum):
+    DELETE = "delete"
+    UPDATE = "update"
+
+
+class OperationError(Strict):
+    code: str = Field(description="Machine-readable: the error's name")
+    message: str
+
+
 # --------------------------------------------------------------------------------------------
 # Events (EventBridge envelope; the same envelope is used on SQS so consumers parse one shape)
 # --------------------------------------------------------------------------------------------
 
 
 class EventMetadata(Strict):
-    schema_version: str = SCHEMA_VERSION
+    schema_version: str = Field(
+        default=SCHEMA_VERSION,
+        description="MAJOR.MINOR of the event's schema (docs/events/README.md): a minor version only adds "
+        "optional fields; a new major version may break consumers",
+    )
     correlation_id: str
     idempotency_key: str = Field(description="Stable for one logical event; consumers dedupe on it")
     occurred_at: datetime = Field(default_factory=utcnow)
+    tenant: str | None = Field(
+        default=None,
+        description="The tenant whose document or subscription the event is about (null: no tenant); "
+        "webhooks and emails go only to subscriptions of the same tenant",
+    )
 
 
 class EventDetail(Strict):
     SOURCE: ClassVar[str]
     DETAIL_TYPE: ClassVar[str]
+    # MAJOR.MINOR, stamped on metadata.schema_version; `ragline schemas` freezes each major version's
+    # schema in docs/events/versions/ and a test fails on a breaking change without a new major.
+    SCHEMA_VERSION: ClassVar[str] = SCHEMA_VERSION
+    # Published for other systems (docs/events/README.md); the rest are Ragline's own messages.
+    PUBLIC: ClassVar[bool] = True
 
     metadata: EventMetadata
+
+    @model_validator(mode="after")
+    def _stamp_version(self) -> EventDetail:
+        # Producers build the metadata before the event: the event's own version goes on it here.
+        if "schema_version" not in self.metadata.model_fields_set:
+            self.metadata = self.metadata.model_copy(update={"schema_version": self.SCHEMA_VERSION})
+        return self
 
 
 class DocumentUploaded(EventDetail):
@@ -205,6 +236,7 @@ class ChunksReady(EventDetail):
 
     SOURCE: ClassVar[str] = "ragline.ingest"
     DETAIL_TYPE: ClassVar[str] = "ChunksReady"
+    PUBLIC: ClassVar[bool] = False
 
     document_id: str
     version: int
@@ -222,6 +254,7 @@ class UploadDeadline(EventDetail):
 
     SOURCE: ClassVar[str] = "ragline.ingest"
     DETAIL_TYPE: ClassVar[str] = "UploadDeadline"
+    PUBLIC: ClassVar[bool] = False
 
     document_id: str
     version: int
@@ -229,6 +262,8 @@ class UploadDeadline(EventDetail):
 
 
 class DocumentIndexed(EventDetail):
+    """Every chunk of a document version is in the search index: it is searchable."""
+
     SOURCE: ClassVar[str] = "ragline.index"
     DETAIL_TYPE: ClassVar[str] = "DocumentIndexed"
 
@@ -289,6 +324,49 @@ class DocumentFailed(EventDetail):
         return f"ragline.{self.stage}"
 
 
+class OperationCompleted(EventDetail):
+    """A long-running document operation (the delete or update saga, docs/saga.md) finished, succeeded or
+    failed; GET /v1/operations/{operation_id} shows the same outcome."""
+
+    SOURCE: ClassVar[str] = "ragline.ingest"
+    DETAIL_TYPE: ClassVar[str] = "OperationCompleted"
+
+    operation_id: str
+    kind: OperationKind
+    document_id: str
+    status: Literal["succeeded", "failed"]
+    version: int | None = Field(
+        default=None, description="The document's version the operation ended with (null: unknown)"
+    )
+    collection: str | None = None
+    error: OperationError | None = Field(default=None, description="Why it failed, when failed")
+
+
+class SubscriptionDisabled(EventDetail):
+    """Notify stopped delivering to a subscription after sustained delivery failure; it stays disabled
+    until it is deleted and created again."""
+
+    SOURCE: ClassVar[str] = "ragline.notify"
+    DETAIL_TYPE: ClassVar[str] = "SubscriptionDisabled"
+
+    subscription_id: str
+    owner: str = Field(description="The user who created the subscription")
+    consecutive_failures: int = Field(ge=1)
+    last_error: str = Field(description="The last delivery's failure, for humans")
+
+
+class DeliveryRequested(EventDetail):
+    """Notify's own message (fan-out to delivery, point to point): deliver one event to one subscription."""
+
+    SOURCE: ClassVar[str] = "ragline.notify"
+    DETAIL_TYPE: ClassVar[str] = "DeliveryRequested"
+    PUBLIC: ClassVar[bool] = False
+
+    delivery_id: str = Field(description="The same for every attempt of this event to this subscription")
+    subscription_id: str
+    event: dict[str, Any] = Field(description="The event as EventBridge delivered it (the webhook's body)")
+
+
 D = TypeVar("D", bound=EventDetail)
 
 
@@ -323,7 +401,17 @@ EVENT_TYPES: tuple[type[EventDetail], ...] = (
     IndexingStarted,
     DocumentIndexed,
     DocumentFailed,
+    DocumentUpdated,
+    DocumentDeleted,
+    OperationCompleted,
+    SubscriptionDisabled,
+    DeliveryRequested,
 )
+# On the bus for other systems: the event catalogue (docs/events/README.md) and what subscriptions take.
+PUBLIC_EVENT_TYPES: tuple[type[EventDetail], ...] = tuple(e for e in EVENT_TYPES if e.PUBLIC)
+PublicEventType = StrEnum("PublicEventType", {e.DETAIL_TYPE: e.DETAIL_TYPE for e in PUBLIC_EVENT_TYPES})  # type: ignore[misc]
+# What an email subscription may choose: the outcomes a person acts on.
+EMAIL_EVENT_TYPES = frozenset({DocumentFailed.DETAIL_TYPE, OperationCompleted.DETAIL_TYPE})
 
 
 # --------------------------------------------------------------------------------------------
@@ -448,11 +536,6 @@ class DocumentView(Strict):
         return cls.model_validate(document.model_dump(include=set(cls.model_fields)))
 
 
-class OperationKind(StrEnum):
-    DELETE = "delete"
-    UPDATE = "update"
-
-
 class OperationStatus(StrEnum):
     """pending (accepted, not started) → running → succeeded or failed."""
 
@@ -469,11 +552,6 @@ class OperationStatus(StrEnum):
 class OperationStep(Strict):
     name: str = Field(description="A state of the operation's state machine, e.g. DeleteVectors")
     completed_at: datetime
-
-
-class OperationError(Strict):
-    code: str = Field(description="Machine-readable: the error's name")
-    message: str
 
 
 class Operation(Strict):
@@ -837,3 +915,65 @@ ANSWER_STREAM_EVENTS: dict[str, type[BaseModel]] = {
     "done": DoneEvent,
     "error": ErrorBody,
 }
+
+
+# --------------------------------------------------------------------------------------------
+# Subscriptions (notify): webhooks and emails of the public events
+# --------------------------------------------------------------------------------------------
+
+EmailAddress = Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+
+
+class SubscriptionStatus(StrEnum):
+    """active, or disabled after sustained delivery failure (SubscriptionDisabled says so)."""
+
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+class CreateSubscriptionRequest(Strict):
+    """Exactly one target: `url` (a webhook: HTTPS, signed, docs/events/README.md) or `email` (through
+    SES; DocumentFailed and OperationCompleted only)."""
+
+    url: str | None = Field(
+        default=None, min_length=1, max_length=2048, description="HTTPS URL the events are POSTed to"
+    )
+    email: EmailAddress | None = None
+    event_types: list[PublicEventType] = Field(min_length=1, max_length=len(PUBLIC_EVENT_TYPES))
+    collection: CollectionName | None = Field(
+        default=None, description="Only events of this collection's documents (null: every collection)"
+    )
+    description: str = Field(default="", max_length=256)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> CreateSubscriptionRequest:
+        if (self.url is None) == (self.email is None):
+            raise ValueError("give exactly one of `url` or `email`")
+        if self.email is not None and not {t.value for t in self.event_types} <= EMAIL_EVENT_TYPES:
+            raise ValueError(f"email subscriptions take only {sorted(EMAIL_EVENT_TYPES)}")
+        return self
+
+
+class Subscription(Strict):
+    subscription_id: str
+    url: str | None
+    email: str | None
+    event_types: list[str]
+    collection: str | None
+    description: str
+    status: SubscriptionStatus
+    consecutive_failures: int = Field(description="Failed delivery attempts since the last success")
+    failed_attempts: int = Field(description="Failed delivery attempts, ever")
+    last_error: str | None = Field(description="Why the last failed attempt failed")
+    created_at: datetime
+    updated_at: datetime
+
+
+class CreatedSubscription(Subscription):
+    secret: str | None = Field(
+        description="Webhooks: the HMAC-SHA256 signing key. Shown only in this response: keep it"
+    )
+
+
+class SubscriptionList(Strict):
+    items: list[Subscription]

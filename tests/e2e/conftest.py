@@ -14,8 +14,12 @@ from ragline.local.harness import RunningPlatform, running_platform
 
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory) -> Iterator[RunningPlatform]:
-    with running_platform(tmp_path_factory.mktemp("ragline")) as running:
-        yield running
+    # Webhook tests receive on 127.0.0.1: the test-only setting that allows it, for this platform alone.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAGLINE_WEBHOOK_ALLOW_LOOPBACK", "true")
+        env.setenv("RAGLINE_WEBHOOK_BACKOFF_S", "1")
+        with running_platform(tmp_path_factory.mktemp("ragline")) as running:
+            yield running
     # Ctrl-C stopped every child: none of their ports still accepts connections.
     assert running.process.returncode == 0
     for name, port in running.ports.items():

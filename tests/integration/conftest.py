@@ -22,6 +22,7 @@ from ragline.local.provision import provision
 from ragline.local.sqs_runner import lambda_sqs_event
 from ragline.settings import Settings
 from ragline.topology import BUS_NAME, physical_name
+from tests.support.event_contracts import PublishedEvents
 
 REGION = "us-east-1"
 OBSERVER_QUEUE = "observer"
@@ -136,4 +137,7 @@ def aws_platform(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsPlatform]:
             event_bus=BUS_NAME,
         )
         platform = provisioned_platform(settings)
+        published = PublishedEvents(platform.sqs, platform.events)
         yield platform
+        # Whatever the test made a producer publish must match the committed event catalogue.
+        assert published.violations() == []

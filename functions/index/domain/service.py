@@ -305,8 +305,11 @@ class IndexService:
 
 
 def _metadata(correlation_id: str, event: ChunksReady, what: str) -> EventMetadata:
+    # The document's tenant, as ingest put it on ChunksReady: notify matches subscriptions by it.
     return EventMetadata(
-        correlation_id=correlation_id, idempotency_key=f"{event.document_id}:v{event.version}:{what}"
+        correlation_id=correlation_id,
+        idempotency_key=f"{event.document_id}:v{event.version}:{what}",
+        tenant=event.metadata.tenant,
     )
 
 

@@ -21,7 +21,9 @@ from ragline.contracts import (
     DocumentDeleted,
     DocumentFailed,
     DocumentStatus,
+    EventMetadata,
     Operation,
+    OperationCompleted,
     OperationError,
     OperationKind,
     OperationStatus,
@@ -216,6 +218,25 @@ def _finished(
     return record
 
 
+def operation_completed(record: OperationRecord, *, version: int | None) -> OperationCompleted:
+    """What a saga's last step (Complete or FailOperation) publishes: the operation as it ended."""
+    operation = record.operation
+    return OperationCompleted(
+        metadata=EventMetadata(
+            correlation_id=record.correlation_id,
+            idempotency_key=f"operation:{operation.operation_id}:completed",
+            tenant=record.tenant,
+        ),
+        operation_id=operation.operation_id,
+        kind=operation.kind,
+        document_id=operation.document_id,
+        status=operation.status.value,
+        version=version,
+        collection=(record.document or {}).get("collection"),
+        error=operation.error,
+    )
+
+
 def _next(step: str) -> str | None:
     position = DELETE_STEPS.index(step)
     return DELETE_STEPS[position + 1] if position + 1 < len(DELETE_STEPS) else None
@@ -338,6 +359,7 @@ class DeleteSaga:
         record = self._record(state)
         now = self._clock()
         self._operations.save(_finished(_progress(record, now, done=COMPLETE, current=None), now))
+        self._publisher.publish(operation_completed(record, version=(record.document or {}).get("version")))
 
     # ------------------------------------------------------------------ compensation and failure
 
@@ -369,6 +391,7 @@ class DeleteSaga:
         now = self._clock()
         self._operations.save(_finished(record, now, error=OperationError(code=code, message=message)))
         noted = state.get("document") or record.document
+        self._publisher.publish(operation_completed(record, version=(noted or {}).get("version")))
         if (state.get("compensated") or {}).get("restored") and noted:
             document_id = record.operation.document_id
             self._publisher.publish(
@@ -378,6 +401,7 @@ class DeleteSaga:
                         document_id,
                         noted["version"],
                         f"delete-failed-{record.operation.operation_id}",
+                        tenant=record.tenant,
                     ),
                     document_id=document_id,
                     version=noted["version"],
@@ -391,7 +415,9 @@ class DeleteSaga:
 def _deleted(record: OperationRecord, noted: dict[str, Any]) -> DocumentDeleted:
     document_id = record.operation.document_id
     return DocumentDeleted(
-        metadata=event_metadata(record.correlation_id, document_id, noted["version"], "deleted"),
+        metadata=event_metadata(
+            record.correlation_id, document_id, noted["version"], "deleted", tenant=record.tenant
+        ),
         document_id=document_id,
         version=noted["version"],
         collection=noted["collection"],

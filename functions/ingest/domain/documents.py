@@ -158,7 +158,9 @@ class DocumentService:
                 return Accepted(winner, deduplicated=True)
             self._documents.create(document)  # a document of its own, without the key
         uploaded = DocumentUploaded(
-            metadata=event_metadata(correlation_id, document.id, document.version, "uploaded"),
+            metadata=event_metadata(
+                correlation_id, document.id, document.version, "uploaded", tenant=document.tenant
+            ),
             document_id=document.id,
             version=document.version,
             collection=document.collection,

@@ -133,7 +133,9 @@ class ChunkingService:
     def _send_chunks_ready(self, document: Document, chunk_count: int, correlation_id: str) -> None:
         self._index_queue.send(
             ChunksReady(
-                metadata=event_metadata(correlation_id, document.id, document.version, "chunks-ready"),
+                metadata=event_metadata(
+                    correlation_id, document.id, document.version, "chunks-ready", tenant=document.tenant
+                ),
                 document_id=document.id,
                 version=document.version,
                 collection=document.collection,
@@ -173,7 +175,11 @@ class ChunkingService:
             self._publisher.publish(
                 DocumentFailed(
                     metadata=event_metadata(
-                        event.metadata.correlation_id, event.document_id, event.version, "failed-ingest"
+                        event.metadata.correlation_id,
+                        event.document_id,
+                        event.version,
+                        "failed-ingest",
+                        tenant=event.metadata.tenant,
                     ),
                     document_id=event.document_id,
                     version=event.version,

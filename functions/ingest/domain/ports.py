@@ -284,8 +284,13 @@ def listing_position(document: Document) -> str:
     return f"{document.created_at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{document.id}"
 
 
-def event_metadata(correlation_id: str, document_id: str, version: int, what: str) -> EventMetadata:
-    return EventMetadata(correlation_id=correlation_id, idempotency_key=f"{document_id}:v{version}:{what}")
+def event_metadata(
+    correlation_id: str, document_id: str, version: int, what: str, *, tenant: str | None = None
+) -> EventMetadata:
+    """`tenant`: the document's; notify delivers an event only to subscriptions of that tenant."""
+    return EventMetadata(
+        correlation_id=correlation_id, idempotency_key=f"{document_id}:v{version}:{what}", tenant=tenant
+    )
 
 
 def fail_document(
@@ -303,7 +308,9 @@ def fail_document(
     message is retried and the retry still finds the record in an `expected` status."""
     publisher.publish(
         DocumentFailed(
-            metadata=event_metadata(correlation_id, document.id, document.version, what),
+            metadata=event_metadata(
+                correlation_id, document.id, document.version, what, tenant=document.tenant
+            ),
             document_id=document.id,
             version=document.version,
             stage="ingest",

@@ -47,7 +47,7 @@ from ragline.saga import (
 )
 from ragline.search.fields import FilterableFields
 
-from .deletion import _finished, _progress, visible
+from .deletion import _finished, _progress, operation_completed, visible
 from .detect import detect_content_type
 from .documents import inline_bytes, media_type
 from .errors import (
@@ -401,7 +401,9 @@ class UpdateSaga:
         document_id = record.operation.document_id
         self._publisher.publish(
             DocumentUpdated(
-                metadata=event_metadata(record.correlation_id, document_id, noted["version"], "updated"),
+                metadata=event_metadata(
+                    record.correlation_id, document_id, noted["version"], "updated", tenant=record.tenant
+                ),
                 document_id=document_id,
                 version=noted["version"],
                 previous_version=noted["previous"],
@@ -418,6 +420,7 @@ class UpdateSaga:
         )
         now = self._clock()
         self._operations.save(_finished(_progress(record, now, done=COMPLETE, current=None), now))
+        self._publisher.publish(operation_completed(record, version=record.document["version"]))
 
     # ------------------------------------------------------------------ compensation and failure
 
@@ -448,6 +451,8 @@ class UpdateSaga:
         code, message = failure_message(state.get("error"))
         now = self._clock()
         self._operations.save(_finished(record, now, error=OperationError(code=code, message=message)))
+        # Failed, the document stays at the version it had (unknown if the update failed before noting it).
+        self._publisher.publish(operation_completed(record, version=(record.document or {}).get("previous")))
         if (state.get("compensated") or {}).get("released"):
             noted = record.document
             document_id = record.operation.document_id
@@ -458,6 +463,7 @@ class UpdateSaga:
                         document_id,
                         noted["version"],
                         f"update-failed-{record.operation.operation_id}",
+                        tenant=record.tenant,
                     ),
                     document_id=document_id,
                     version=noted["version"],

@@ -199,7 +199,9 @@ class UploadService:
         # The deadline before the record: if it cannot be scheduled nothing is stored and no URL
         # handed out, and a deadline whose record was never written finds nothing to do.
         deadline = UploadDeadline(
-            metadata=event_metadata(correlation_id, document.id, document.version, "upload-deadline"),
+            metadata=event_metadata(
+                correlation_id, document.id, document.version, "upload-deadline", tenant=document.tenant
+            ),
             document_id=document.id,
             version=document.version,
             due_at=expires_at + timedelta(seconds=self._grace_s),
@@ -298,7 +300,9 @@ class UploadService:
         try:
             self._publisher.publish(
                 DocumentUploaded(
-                    metadata=event_metadata(document.correlation_id, document.id, version, "uploaded"),
+                    metadata=event_metadata(
+                        document.correlation_id, document.id, version, "uploaded", tenant=document.tenant
+                    ),
                     document_id=document.id,
                     version=version,
                     collection=document.collection,
