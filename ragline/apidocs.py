@@ -9,22 +9,24 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ragline.contracts import EVENT_TYPES, Chunk, Document, EventEnvelope
-from ragline.topology import TOPOLOGY
+from ragline.contracts import EVENT_TYPES, Chunk, Document
+from ragline.eventcatalog import catalogue_files, event_schema, schema_path
+from ragline.topology import SCOPES, TOPOLOGY, oauth_scope
 
+# What each scope lets a token do (the Cognito resource server's scopes, ragline.topology.SCOPES).
+SCOPE_DESCRIPTIONS = {
+    "documents:read": "read documents, collections and operations",
+    "documents:write": "upload, update and delete documents; create collections",
+    "search": "search",
+    "answers": "ask for answers and read one's conversations",
+    "subscriptions": "manage webhook and email subscriptions",
+}
 TITLE = "Ragline API"
 VERSION = "1.0"
 
 
 def event_schemas() -> dict[str, dict[str, Any]]:
-    schemas = {}
-    for detail in EVENT_TYPES:
-        schema = EventEnvelope[detail].model_json_schema(by_alias=True)  # type: ignore[valid-type]
-        schema["title"] = detail.DETAIL_TYPE
-        schema["description"] = (detail.__doc__ or "").strip()
-        schema["x-source"] = detail.SOURCE
-        schemas[f"events/{detail.DETAIL_TYPE}.json"] = schema
-    return schemas
+    return {schema_path(detail): event_schema(detail) for detail in EVENT_TYPES}
 
 
 def record_schemas() -> dict[str, dict[str, Any]]:
@@ -50,15 +52,34 @@ def openapi() -> dict[str, Any]:
         "components": {
             "schemas": {},
             "securitySchemes": {
-                "cognito": {
+                "bearer": {
                     "type": "http",
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
-                    "description": "A Cognito ID token (locally: `ragline token`); `cognito:groups` decides visibility.",
-                }
+                    "description": "A Cognito access token whose `scope` grants the operation's scope "
+                    "(locally: `ragline token`); its `cognito:groups` and `custom:tenant` decide what the "
+                    "caller sees.",
+                },
+                "clientCredentials": {
+                    "type": "oauth2",
+                    "description": "Machine clients: the client-credentials grant at the Cognito domain's "
+                    "token endpoint (locally: `ragline client`, then POST /oauth2/token).",
+                    "flows": {
+                        "clientCredentials": {
+                            "tokenUrl": "/oauth2/token",
+                            "scopes": {oauth_scope(s): SCOPE_DESCRIPTIONS[s] for s in SCOPES},
+                        }
+                    },
+                },
+                "apiKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "x-api-key",
+                    "description": "The key of a usage plan (a tier): required by the deployed API, "
+                    "optional locally unless `ragline dev --require-api-key`.",
+                },
             },
         },
-        "security": [{"cognito": []}],
     }
     for spec in TOPOLOGY.functions:
         if not spec.routes:
@@ -69,6 +90,14 @@ def openapi() -> dict[str, Any]:
             {path: item for path, item in part.get("paths", {}).items() if path in routed}
         )
         document["components"]["schemas"].update(part.get("components", {}).get("schemas", {}))
+    scopes = {(r.method.lower(), r.path): r.scope for f in TOPOLOGY.functions for r in f.routes}
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            scope = oauth_scope(scopes[(method, path)])
+            operation["security"] = [
+                {"bearer": [scope], "apiKey": []},
+                {"clientCredentials": [scope], "apiKey": []},
+            ]
     document["paths"] = dict(sorted(document["paths"].items()))
     document["components"]["schemas"] = dict(sorted(document["components"]["schemas"].items()))
     return document
@@ -80,7 +109,8 @@ def render(document: dict[str, Any]) -> str:
 
 def write_docs(out: Path, *, check: bool = False) -> list[Path]:
     """Writes every file (or, with check, only reports those that differ); returns the stale ones."""
-    files = {**event_schemas(), **record_schemas(), "openapi.json": openapi()}
+    # Frozen event versions (docs/events/versions/) are written once and never rewritten.
+    files = {**catalogue_files(out), **record_schemas(), "openapi.json": openapi()}
     stale = []
     for name, document in files.items():
         path = out / name

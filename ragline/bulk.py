@@ -186,6 +186,7 @@ def run(
     *,
     api: str,
     token: str,
+    api_key: str | None = None,
     allowed_groups: list[str],
     collection: str,
     concurrency: int,
@@ -199,7 +200,7 @@ def run(
     files = discover(paths)
     manifest = Manifest(manifest_path)
     summary = Summary()
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = {"Authorization": f"Bearer {token}", **({"x-api-key": api_key} if api_key else {})}
     limits = httpx.Limits(max_connections=concurrency * 2)
     with (
         httpx.Client(base_url=api, headers=headers, timeout=120, limits=limits) as http,

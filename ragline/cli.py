@@ -1,9 +1,16 @@
 """`ragline`: the developer's command line.
 
 ragline dev                 run the whole platform locally (what `make dev` runs)
-ragline token --user alice --groups engineering
+ragline token --user alice --groups engineering [--scopes search answers]
                             print a bearer token signed by the local identity provider
+ragline client --name reporter --scopes search
+                            register a machine client (client credentials at POST /oauth2/token)
+ragline api-key --tier pro  print a new local API key (x-api-key) bound to a tier of cdk.json
 ragline schemas [--check]   write (or check) the JSON Schemas and the OpenAPI document in docs/
+ragline reconcile [--dry-run] [--aws --function F]
+                            compare the documents table with the index; repair orphans and phantoms
+ragline dlq list | redrive QUEUE [--limit N] [--aws --stage S]
+                            dead-letter queue depths; move a DLQ's messages back to its queue
 ragline reindex             rebuild the search index the settings pick from its current settings
                             (declared filterable fields, HNSW parameters) while it keeps serving
 ragline llm-tokenizer GGUF OUT
@@ -34,15 +41,53 @@ def _dev(args: argparse.Namespace) -> int:
             moto_port=args.moto_port,
             embedding_port=args.embedding_port,
             llm_port=args.llm_port,
+            require_api_key=args.require_api_key,
         )
     )
 
 
-def _token(args: argparse.Namespace) -> int:
-    from ragline.local.idp import LocalIdentityProvider
+def _names(values: list[str] | None) -> list[str] | None:
+    """Space- or comma-separated names (None: none given)."""
+    return None if values is None else [n for value in values for n in value.split(",") if n]
 
-    groups = [g for value in args.groups for g in value.split(",") if g]
-    print(LocalIdentityProvider(args.state_dir).issue(args.user, groups, tenant=args.tenant, ttl_s=args.ttl))
+
+def _token(args: argparse.Namespace) -> int:
+    from ragline.local.idp import InvalidScope, LocalIdentityProvider
+
+    idp = LocalIdentityProvider(args.state_dir)
+    try:
+        token = idp.issue(
+            args.user, _names(args.groups), tenant=args.tenant, ttl_s=args.ttl, scopes=_names(args.scopes)
+        )
+    except InvalidScope as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def _client(args: argparse.Namespace) -> int:
+    from ragline.local.idp import InvalidScope, LocalIdentityProvider
+
+    try:
+        client_id, secret = LocalIdentityProvider(args.state_dir).register_client(
+            args.name, _names(args.scopes), groups=_names(args.groups), tenant=args.tenant
+        )
+    except InvalidScope as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"client_id={client_id}\nclient_secret={secret}")
+    return 0
+
+
+def _api_key(args: argparse.Namespace) -> int:
+    from ragline.local.usage import ApiKeys, UnknownTier
+
+    try:
+        print(ApiKeys(args.state_dir).create(args.tier, name=args.name))
+    except UnknownTier as exc:
+        print(exc, file=sys.stderr)
+        return 2
     return 0
 
 
@@ -59,6 +104,7 @@ def _ingest(args: argparse.Namespace) -> int:
         args.paths,
         api=args.api,
         token=token,
+        api_key=args.api_key,
         allowed_groups=groups,
         collection=args.collection,
         concurrency=args.concurrency,
@@ -171,6 +217,45 @@ def _reconcile(args: argparse.Namespace) -> int:
     return 1 if unresolved else 0
 
 
+def _dlq(args: argparse.Namespace) -> int:
+    """List the dead-letter queues' depths, or redrive one queue's: on the local platform's moto
+    server, or with --aws in the deployment of --stage (your AWS credentials and region)."""
+    import boto3
+
+    from ragline.dlq import RedriveError, deployed_pairs, depth, local_pairs, redrive
+
+    if args.aws:
+        sqs = boto3.client("sqs")
+    else:
+        sqs = boto3.client(
+            "sqs",
+            endpoint_url=args.moto_url,
+            region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+    try:
+        pairs = {p.name: p for p in (deployed_pairs(sqs, args.stage) if args.aws else local_pairs(sqs))}
+        if args.dlq_command == "list":
+            for name, pair in pairs.items():
+                print(f"{name}\t{depth(sqs, pair.dlq_url)}")
+            return 0
+        if args.queue not in pairs:
+            print(f"no queue {args.queue!r}; the queues are {', '.join(pairs)}", file=sys.stderr)
+            return 2
+        moved = redrive(
+            sqs,
+            pairs[args.queue],
+            limit=args.limit,
+            progress=lambda n: print(f"{n} moved", file=sys.stderr, flush=True),
+        )
+    except RedriveError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{moved} messages moved from the {args.queue} dead-letter queue back to {args.queue}")
+    return 0
+
+
 def _llm_tokenizer(args: argparse.Namespace) -> int:
     from ragline.tokenizer import extract_gguf_tokenizer
 
@@ -197,6 +282,9 @@ def _schemas(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ragline.tiers import DEFAULT_TIER
+    from ragline.topology import SCOPES
+
     parser = argparse.ArgumentParser(prog="ragline", description="Ragline developer tools")
     parser.add_argument(
         "--state-dir", type=Path, default=Path(".ragline"), help="local state (keys, index, logs)"
@@ -210,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--moto-port", type=int, default=4566, help="the moto server (S3, SQS, DynamoDB, ...)")
     dev.add_argument("--embedding-port", type=int, default=8081)
     dev.add_argument("--llm-port", type=int, default=8082)
+    dev.add_argument("--require-api-key", action="store_true", help="every call needs x-api-key, as in AWS")
     dev.set_defaults(run=_dev)
 
     token = commands.add_parser("token", help="issue a local bearer token")
@@ -217,7 +306,22 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--groups", nargs="*", default=[], help="space- or comma-separated group names")
     token.add_argument("--tenant")
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    token.add_argument("--scopes", nargs="*", help=f"default: all ({', '.join(SCOPES)})")
     token.set_defaults(run=_token)
+
+    client = commands.add_parser(
+        "client", help="register a machine client (client-credentials grant at POST /oauth2/token)"
+    )
+    client.add_argument("--name", required=True)
+    client.add_argument("--scopes", nargs="+", required=True, help=f"allowed, of {', '.join(SCOPES)}")
+    client.add_argument("--groups", nargs="*", default=[], help="groups its tokens carry")
+    client.add_argument("--tenant")
+    client.set_defaults(run=_client)
+
+    api_key = commands.add_parser("api-key", help="create a local API key (x-api-key) bound to a tier")
+    api_key.add_argument("--tier", default=DEFAULT_TIER, help="a tier of apiTiers in cdk.json")
+    api_key.add_argument("--name", default="", help="a note kept with the key")
+    api_key.set_defaults(run=_api_key)
 
     ingest = commands.add_parser("ingest", help="upload files and folders through the API")
     ingest.add_argument("paths", nargs="+", type=Path)
@@ -228,6 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     ingest.add_argument("--api", default=os.environ.get("RAGLINE_API", "http://127.0.0.1:8000"))
     ingest.add_argument("--token", default=os.environ.get("RAGLINE_TOKEN"), help="default: a local token")
     ingest.add_argument("--user", default="ragline-cli", help="the local token's user, when no --token")
+    ingest.add_argument(
+        "--api-key",
+        default=os.environ.get("RAGLINE_API_KEY"),
+        help="x-api-key (a usage plan's key; `ragline api-key` locally)",
+    )
     ingest.add_argument("--concurrency", type=int, default=4, help="files in flight at once")
     ingest.set_defaults(run=_ingest)
 
@@ -297,6 +406,21 @@ def main(argv: list[str] | None = None) -> int:
         "--aws", action="store_true", help="invoke the deployed function with your AWS credentials"
     )
     reconcile.set_defaults(run=_reconcile)
+
+    dlq = commands.add_parser("dlq", help="dead-letter queues: list their depths, redrive one")
+    dlq.add_argument(
+        "--aws", action="store_true", help="the deployment of --stage, with your AWS credentials"
+    )
+    dlq.add_argument("--stage", default="dev", help="with --aws: the stage in cdk.json")
+    dlq.add_argument(
+        "--moto-url", default="http://127.0.0.1:4566", help="the local platform's moto server (ragline dev)"
+    )
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_commands.add_parser("list", help="each queue's dead-letter queue depth")
+    dlq_redrive = dlq_commands.add_parser("redrive", help="move a DLQ's messages back to its queue")
+    dlq_redrive.add_argument("queue", help="a queue of ragline/topology.py, e.g. ingest")
+    dlq_redrive.add_argument("--limit", type=int, default=None, help="at most this many (default: all)")
+    dlq.set_defaults(run=_dlq)
 
     llm_tokenizer = commands.add_parser(
         "llm-tokenizer", help="write a GGUF model's tokenizer as tokenizer.json (prompts are packed in it)"

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from http import HTTPStatus
@@ -13,7 +14,10 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import ServiceError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 
 from ragline.contracts import ErrorBody, ErrorResponse
 
@@ -71,6 +75,19 @@ def validation_details(errors: Any) -> list[dict[str, Any]]:
     ]
 
 
+def _unreadable_json(body: str | None, is_base64: bool | None) -> str | None:
+    """Why the body cannot be parsed as JSON text, if that is the reason; None otherwise."""
+    try:
+        json.loads(base64.b64decode(body or "").decode() if is_base64 else body or "null")
+    except UnicodeDecodeError:
+        return "The request body is not UTF-8 text."
+    except RecursionError:
+        return "The JSON body is nested too deeply."
+    except ValueError:
+        return None
+    return None
+
+
 def install_error_handlers(app: APIGatewayRestResolver, logger: Logger | None = None) -> None:
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response:
@@ -84,6 +101,19 @@ def install_error_handlers(app: APIGatewayRestResolver, logger: Logger | None = 
             "The request is invalid",
             validation_details(exc.errors()),
         )
+
+    # Bodies of a type Powertools cannot parse (text/plain, XML, ...).
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _unsupported(exc: RequestUnsupportedContentType) -> Response:
+        return error_response(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, *UNSUPPORTED_MEDIA_TYPE)
+
+    # A body the JSON parser cannot read at all (not UTF-8, nested past its recursion limit) is the
+    # caller's fault; the same errors from anywhere else stay a logged 500.
+    @app.exception_handler([UnicodeDecodeError, RecursionError])
+    def _unreadable(exc: Exception) -> Response:
+        if reason := _unreadable_json(app.current_event.body, app.current_event.is_base64_encoded):
+            return error_response(HTTPStatus.BAD_REQUEST, "invalid_json", reason)
+        return _unexpected(exc)
 
     # NotFoundError (no route, or raised by a route) and UnauthorizedError are ServiceErrors.
     @app.exception_handler(ServiceError)

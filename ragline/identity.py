@@ -9,9 +9,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ragline.contracts import Principal
+from ragline.topology import RESOURCE_SERVER
 
 GROUPS_CLAIM = "cognito:groups"
 TENANT_CLAIM = "custom:tenant"
+# OAuth scopes, space-separated as Cognito access tokens carry them: "ragline/search ragline/answers".
+SCOPE_CLAIM = "scope"
+# The app client a token was issued to (a machine client's token has it as its `sub` too).
+CLIENT_ID_CLAIM = "client_id"
 
 
 def _groups(raw: Any) -> frozenset[str]:
@@ -21,6 +26,14 @@ def _groups(raw: Any) -> frozenset[str]:
     if isinstance(raw, str):
         raw = raw.strip().strip("[]").replace(",", " ").split()
     return frozenset(str(g).strip() for g in raw if str(g).strip())
+
+
+def scopes_from_claims(claims: Mapping[str, Any]) -> frozenset[str]:
+    """The platform's scopes a token grants (topology.SCOPES names); other resource servers' are ignored."""
+    raw = claims.get(SCOPE_CLAIM) or ""
+    names = raw.split() if isinstance(raw, str) else [str(s) for s in raw]
+    prefix = f"{RESOURCE_SERVER}/"
+    return frozenset(name.removeprefix(prefix) for name in names if name.startswith(prefix))
 
 
 def principal_from_claims(claims: Mapping[str, Any]) -> Principal:

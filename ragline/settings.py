@@ -162,6 +162,26 @@ class Settings(BaseSettings):
         default=86_400, ge=0, description="How long a cached answer is served; 0 turns the cache off"
     )
 
+    # notify (webhooks and emails; docs/events/README.md)
+    subscriptions_table: str = "ragline-subscriptions"
+    webhook_secrets_table: str = "ragline-webhook-secrets"
+    deliveries_queue_url: str | None = Field(default=None, description="Where notify queues each delivery")
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="One webhook POST, connect to answer")
+    webhook_backoff_s: int = Field(
+        default=30, ge=0, description="Wait before a failed delivery's second try; doubled each try after"
+    )
+    webhook_backoff_max_s: int = Field(default=3600, ge=0, le=43_200)
+    webhook_disable_after: int = Field(
+        default=20, ge=1, description="Consecutive failed attempts that disable a subscription"
+    )
+    webhook_allow_loopback: bool = Field(
+        default=False,
+        description="Tests only: let webhooks reach loopback addresses (and plain http there)",
+    )
+    notify_email_sender: str | None = Field(
+        default=None, description="The SES identity emails come from (none: email subscriptions fail)"
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ragline.contracts import (
+    PUBLIC_EVENT_TYPES,
     ChunksReady,
+    DeliveryRequested,
     DocumentDeleted,
     DocumentFailed,
     DocumentIndexed,
@@ -19,6 +21,7 @@ from ragline.contracts import (
     IndexingStarted,
     UploadDeadline,
 )
+from ragline.eventcatalog import sources
 
 BUS_NAME = "ragline"
 # The account's default bus: AWS services (S3 among them) put their events there and on no other.
@@ -68,10 +71,30 @@ class QueueSpec:
     consumer_timeout_s: int = 60
 
 
+# OAuth scopes (a Cognito resource server's, named RESOURCE_SERVER/scope in access tokens): what a
+# token lets its holder do. Reads are their own scope so read-only clients (dashboards, status
+# pollers) need no write grant; answers are their own because they cost LLM time; subscriptions
+# are their own because a webhook sends document events to an address outside the platform.
+RESOURCE_SERVER = "ragline"
+SCOPES = ("documents:read", "documents:write", "search", "answers", "subscriptions")
+
+
+def oauth_scope(scope: str) -> str:
+    """The scope as Cognito writes it in an access token's `scope` claim."""
+    return f"{RESOURCE_SERVER}/{scope}"
+
+
 @dataclass(frozen=True)
 class RouteSpec:
     method: str
     path: str
+    # The scope a token needs for this route (one of SCOPES). Not part of a route's identity, so
+    # RouteSpec(method, path) still finds it; every route in TOPOLOGY has one (tests/unit check).
+    scope: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.scope is not None and self.scope not in SCOPES:
+            raise ValueError(f"{self.method} {self.path}: unknown scope {self.scope!r} (one of {SCOPES})")
 
 
 @dataclass(frozen=True)
@@ -162,6 +185,18 @@ TOPOLOGY = Topology(
         ),
         # Cached answers and each collection's current cache generation, expired by TTL.
         TableSpec(name="answer-cache", context="context", partition_key="pk", ttl_attribute="ttl"),
+        # Webhook and email subscriptions: listed by owner (tenant#user), matched to events by tenant.
+        TableSpec(
+            name="subscriptions",
+            context="notify",
+            partition_key="subscription_id",
+            indexes=(
+                IndexSpec(name="by-owner", partition_key="owner_key", sort_key="created_at"),
+                IndexSpec(name="by-tenant", partition_key="tenant_key"),
+            ),
+        ),
+        # Webhook signing keys, as issued (HMAC needs the key itself), apart from what the API lists.
+        TableSpec(name="webhook-secrets", context="notify", partition_key="subscription_id"),
     ),
     queues=(
         QueueSpec(name="ingest", visibility_timeout_s=360, batch_size=5, consumer_timeout_s=300),
@@ -171,6 +206,17 @@ TOPOLOGY = Topology(
         QueueSpec(name="uploads", visibility_timeout_s=360, batch_size=5, consumer_timeout_s=300),
         # Document changes that make cached answers stale (their collection's cache is invalidated).
         QueueSpec(name="answer-cache", visibility_timeout_s=60, batch_size=10, consumer_timeout_s=30),
+        # Public events, fanned out to one delivery per matching subscription.
+        QueueSpec(name="notify-events", visibility_timeout_s=60, batch_size=10, consumer_timeout_s=30),
+        # One delivery a message; a failed try waits out its backoff (ChangeMessageVisibility), the
+        # last goes to the DLQ. 5 a batch: at 10 s a POST, within the consumer's timeout.
+        QueueSpec(
+            name="notify-deliveries",
+            visibility_timeout_s=90,
+            max_receive_count=8,
+            batch_size=5,
+            consumer_timeout_s=60,
+        ),
     ),
     rules=(
         RuleSpec(
@@ -210,6 +256,15 @@ TOPOLOGY = Topology(
             detail_types=(DocumentUpdated.DETAIL_TYPE, DocumentDeleted.DETAIL_TYPE),
             queue="answer-cache",
         ),
+        *(
+            RuleSpec(
+                name=f"{source.removeprefix('ragline.')}-events-to-notify",
+                source=source,
+                detail_types=tuple(e.DETAIL_TYPE for e in PUBLIC_EVENT_TYPES if source in sources(e)),
+                queue="notify-events",
+            )
+            for source in ("ragline.ingest", "ragline.index", "ragline.notify")
+        ),
     ),
     functions=(
         FunctionSpec(
@@ -217,15 +272,15 @@ TOPOLOGY = Topology(
             context="ingest",
             handler="functions.ingest.handlers.api.handler",
             routes=(
-                RouteSpec("POST", "/v1/documents"),
-                RouteSpec("GET", "/v1/documents"),
-                RouteSpec("GET", "/v1/documents/{document_id}"),
-                RouteSpec("PUT", "/v1/documents/{document_id}"),
-                RouteSpec("DELETE", "/v1/documents/{document_id}"),
-                RouteSpec("GET", "/v1/operations/{operation_id}"),
-                RouteSpec("POST", "/v1/collections"),
-                RouteSpec("GET", "/v1/collections"),
-                RouteSpec("GET", "/v1/collections/{name}"),
+                RouteSpec("POST", "/v1/documents", "documents:write"),
+                RouteSpec("GET", "/v1/documents", "documents:read"),
+                RouteSpec("GET", "/v1/documents/{document_id}", "documents:read"),
+                RouteSpec("PUT", "/v1/documents/{document_id}", "documents:write"),
+                RouteSpec("DELETE", "/v1/documents/{document_id}", "documents:write"),
+                RouteSpec("GET", "/v1/operations/{operation_id}", "documents:read"),
+                RouteSpec("POST", "/v1/collections", "documents:write"),
+                RouteSpec("GET", "/v1/collections", "documents:read"),
+                RouteSpec("GET", "/v1/collections/{name}", "documents:read"),
             ),
         ),
         FunctionSpec(
@@ -295,7 +350,7 @@ TOPOLOGY = Topology(
             name="retrieve-api",
             context="retrieve",
             handler="functions.retrieve.handlers.api.handler",
-            routes=(RouteSpec("POST", "/v1/search"),),
+            routes=(RouteSpec("POST", "/v1/search", "search"),),
         ),
         FunctionSpec(
             name="retrieve-invoke",
@@ -307,8 +362,8 @@ TOPOLOGY = Topology(
             context="context",
             handler="functions.context.app:app",
             routes=(
-                RouteSpec("POST", "/v1/answers"),
-                RouteSpec("GET", "/v1/conversations/{conversation_id}"),
+                RouteSpec("POST", "/v1/answers", "answers"),
+                RouteSpec("GET", "/v1/conversations/{conversation_id}", "answers"),
             ),
             asgi=True,
             memory_mb=1024,
@@ -319,6 +374,30 @@ TOPOLOGY = Topology(
             context="context",
             handler="functions.context.handlers.cache_invalidation.handler",
             queue="answer-cache",
+        ),
+        FunctionSpec(
+            name="notify-api",
+            context="notify",
+            handler="functions.notify.handlers.api.handler",
+            routes=(
+                RouteSpec("POST", "/v1/subscriptions", "subscriptions"),
+                RouteSpec("GET", "/v1/subscriptions", "subscriptions"),
+                RouteSpec("GET", "/v1/subscriptions/{subscription_id}", "subscriptions"),
+                RouteSpec("DELETE", "/v1/subscriptions/{subscription_id}", "subscriptions"),
+            ),
+        ),
+        FunctionSpec(
+            name="notify-fanout",
+            context="notify",
+            handler="functions.notify.handlers.fanout.handler",
+            queue="notify-events",
+        ),
+        FunctionSpec(
+            name="notify-deliver",
+            context="notify",
+            handler="functions.notify.handlers.deliver.handler",
+            queue="notify-deliveries",
+            timeout_s=60,
         ),
     ),
 )
@@ -335,4 +414,8 @@ def dlq_name(queue: str) -> str:
 
 # Messages sent straight to a queue (point to point, not via the bus): ingest's ChunksReady to
 # index, and each presigned upload's UploadDeadline to the queue that also gets S3's events.
-POINT_TO_POINT = {ChunksReady.DETAIL_TYPE: "index", UploadDeadline.DETAIL_TYPE: "uploads"}
+POINT_TO_POINT = {
+    ChunksReady.DETAIL_TYPE: "index",
+    UploadDeadline.DETAIL_TYPE: "uploads",
+    DeliveryRequested.DETAIL_TYPE: "notify-deliveries",
+}

@@ -4,7 +4,9 @@ Stacks, in dependency order (every arrow is a CloudFormation export/import):
 
     Models ─┐
     Platform ─> Ingest ─> Index ─> Retrieve ─> Context ─> Api
+    Platform ─> Notify ─> Api (the subscriptions routes)
                           Index ─> Saga (the document-delete and document-update state machines)
+    Api, Saga, Models ─> Ops (dashboard and alarms; infra/cdk/stacks/ops.py)
 """
 
 from __future__ import annotations
@@ -16,15 +18,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import App, Environment, Stack, Tags, Validations
+from aws_cdk import App, Environment, Stack, Tags
 
+from infra.cdk import nag
 from infra.cdk.config import DeployConfig, load_config
+from infra.cdk.constructs.function import RUNTIME
+from infra.cdk.nag import Acknowledged
 from infra.cdk.stacks.api import ApiStack
 from infra.cdk.stacks.context import ContextStack
 from infra.cdk.stacks.index import IndexStack
 from infra.cdk.stacks.ingest import IngestStack
 from infra.cdk.stacks.models import ModelsStack
-from infra.cdk.stacks.platform import PlatformStack
+from infra.cdk.stacks.notify import NotifyStack
+from infra.cdk.stacks.ops import OpsStack
+from infra.cdk.stacks.platform import KEYLESS_CONTEXTS, PlatformStack
 from infra.cdk.stacks.retrieve import RetrieveStack
 from infra.cdk.stacks.saga import SagaStack
 
@@ -47,8 +54,27 @@ def build(app: App, config: DeployConfig, env: Environment | None = None) -> dic
         app, "Context", platform=platform, retrieve=retrieve, models=models, **kw("Context")
     )
     saga = SagaStack(app, "Saga", ingest=ingest, index=index, **kw("Saga"))
-    functions = {**ingest.functions, **index.functions, **retrieve.functions, **context.functions}
+    notify = NotifyStack(app, "Notify", platform=platform, **kw("Notify"))
+    functions = {
+        **ingest.functions,
+        **index.functions,
+        **retrieve.functions,
+        **context.functions,
+        **notify.functions,
+    }
+    for fn in functions.values():
+        if fn.spec.context not in KEYLESS_CONTEXTS:
+            platform.grant_key_use(fn.role)
     api = ApiStack(app, "Api", functions=functions, **kw("Api"))
+    ops = OpsStack(
+        app,
+        "Ops",
+        platform=platform,
+        api=api.api,
+        models=models,
+        state_machines=saga.state_machines,
+        **kw("Ops"),
+    )
 
     stacks: dict[str, Stack] = {
         "Models": models,
@@ -57,7 +83,9 @@ def build(app: App, config: DeployConfig, env: Environment | None = None) -> dic
         "Index": index,
         "Retrieve": retrieve,
         "Context": context,
+        "Notify": notify,
         "Api": api,
+        "Ops": ops,
         "Saga": saga,
     }
     for stack in stacks.values():
@@ -66,14 +94,14 @@ def build(app: App, config: DeployConfig, env: Environment | None = None) -> dic
     return stacks
 
 
-def enable_nag(app: App) -> None:
-    """cdk-nag AwsSolutions as a CDK validation plugin (cdk-nag 3): findings fail `cdk synth`.
-
-    Opt-in (`-c nag=true`) until the outstanding findings in infra/cdk/README.md are fixed or
-    acknowledged with `Validations.of(construct).acknowledge(id=..., reason=...)`."""
-    from cdk_nag import AwsSolutionsChecks
-
-    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+def enable_nag(app: App, config: DeployConfig) -> Acknowledged:
+    """cdk-nag AwsSolutions as a CDK validation plugin (cdk-nag 3): unacknowledged findings fail
+    `cdk synth`. Every acknowledgment, with its reason, is in infra/cdk/nag.py."""
+    acknowledged = nag.acknowledge_all(
+        app, runtime=RUNTIME.name, single_node_search=config.opensearch.instance_count == 1
+    )
+    nag.add_checks(app)
+    return acknowledged
 
 
 def cdk_json_context(path: Path = CDK_JSON) -> dict[str, Any]:
@@ -90,7 +118,7 @@ def create_app(
     config.check_assets()
     stacks = build(app, config)
     if config.nag:
-        enable_nag(app)
+        enable_nag(app, config)
     return app, stacks
 
 

@@ -19,6 +19,7 @@ from pydantic.alias_generators import to_camel
 from infra.cdk.packaging import BUNDLED_TOKENIZER, LLM_TOKENIZER_FILE, REPO_ROOT
 from ragline.contracts import FilterableFieldType
 from ragline.settings import Settings
+from ragline.tiers import DEFAULT_TIERS, Tier, tiers_from_context
 
 _DEFAULTS = Settings.model_construct()  # field defaults only: nothing read from the environment
 
@@ -226,8 +227,43 @@ class ModelConfig(_Context):
 
 
 class ApiConfig(_Context):
-    throttle_rate_limit: float = 50
-    throttle_burst_limit: int = 100
+    # The stage's ceiling for all callers together; each API key's usage plan (apiTiers) limits one caller.
+    throttle_rate_limit: float = 200
+    throttle_burst_limit: int = 400
+    user_pool_id: str | None = Field(
+        default=None,
+        pattern=r"^[a-z]{2}-[a-z]+-\d_[0-9A-Za-z]+$",
+        description="An existing Cognito user pool (its id) instead of creating one",
+    )
+    auth_domain_prefix: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$",
+        description="The Cognito domain (token endpoint) prefix; default ragline-<stage>-<account>",
+    )
+    waf_rate_limit: int = Field(
+        default=2000, ge=10, description="Requests per client IP per 5 minutes before WAF blocks it"
+    )
+    waf_body_limit_kib: Literal[8, 16, 32, 48, 64] = Field(
+        default=16, description="Largest request body outside /v1/documents (WAF inspects this much)"
+    )
+
+
+class NotifyConfig(_Context):
+    """notify's email: the SES identity (an address) emails come from; null: no identity is made and
+    email subscriptions fail their deliveries (webhooks are unaffected)."""
+
+    email_sender: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class OpsConfig(_Context):
+    """Alarm thresholds (stacks/ops.py; what each means and what to do: docs/runbook.md)."""
+
+    api_5xx_rate_percent: float = Field(
+        default=1.0, gt=0, le=100, alias="api5xxRatePercent", description="5xx share of requests"
+    )
+    api_p99_latency_ms: int = Field(
+        default=10_000, ge=100, description="p99 API latency (streamed answers count until their last byte)"
+    )
 
 
 class DeployConfig(_Context):
@@ -247,6 +283,30 @@ class DeployConfig(_Context):
         "llm": ModelConfig(instance_type="ml.g5.xlarge"),
     }
     api: ApiConfig = ApiConfig()
+    api_tiers: dict[str, Tier] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
+    ops: OpsConfig = OpsConfig()
+    notify: NotifyConfig = NotifyConfig()
+
+    @field_validator("api_tiers", mode="before")
+    @classmethod
+    def _tiers(cls, value: Any) -> dict[str, Tier]:
+        return value if _all_tiers(value) else tiers_from_context(value)
+
+    @model_validator(mode="after")
+    def _stage_throttle_above_tiers(self) -> DeployConfig:
+        # API Gateway applies the stricter of the stage's and the key's limits: a stage ceiling below
+        # a tier would sell that tier a rate it cannot get.
+        for tier in self.api_tiers.values():
+            if (
+                tier.rate_per_second > self.api.throttle_rate_limit
+                or tier.burst > self.api.throttle_burst_limit
+            ):
+                raise ValueError(
+                    f"apiTiers.{tier.name} ({tier.rate_per_second}/s, burst {tier.burst}) exceeds the stage "
+                    f"throttle api.throttleRateLimit/throttleBurstLimit ({self.api.throttle_rate_limit}/s, "
+                    f"burst {self.api.throttle_burst_limit})"
+                )
+        return self
 
     @field_validator("models")
     @classmethod
@@ -342,6 +402,10 @@ class DeployConfig(_Context):
                     f"{staged} is missing or is not models.llm.tokenizer ({self.llm_tokenizer}): run "
                     "`make package` (python -m infra.cdk.packaging) after changing it"
                 )
+
+
+def _all_tiers(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and all(isinstance(t, Tier) for t in value.values())
 
 
 def _context(app: App, key: str) -> Any:

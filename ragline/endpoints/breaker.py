@@ -49,6 +49,7 @@ class State(StrEnum):
 
 
 METRIC_VALUES = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
+METRIC_NAME = "CircuitBreakerState"  # the Ops dashboard graphs it (infra/cdk/stacks/ops.py)
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def log_and_emit(name: str, old: State, new: State) -> None:
     level = log.warning if new is State.OPEN else log.info
     level("circuit breaker %s", new.value, extra={"endpoint": name, "from_state": old, "to_state": new})
     with single_metric(
-        name="CircuitBreakerState",
+        name=METRIC_NAME,
         unit=MetricUnit.NoUnit,
         value=METRIC_VALUES[new],
         namespace=NAMESPACE,

@@ -1,12 +1,22 @@
 """The local identity provider: an RSA key under the state directory, tokens shaped like Cognito
-ID tokens, and the JWKS the local gateway verifies them against (as the Cognito authorizer does)."""
+access tokens (with the user's groups and tenant, as the deployed pool's token customization adds
+them), and the JWKS the local gateway verifies them against (as the Cognito authorizer does).
+
+Every token carries the OAuth scopes (topology.SCOPES) of the app client it was issued to: people
+get theirs through the user app client, which allows every scope; machines register a client
+(`ragline client`) with the scopes it may ask for and get tokens with the client-credentials grant
+at the gateway's /oauth2/token, as from a Cognito domain."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import secrets
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +24,56 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ragline.identity import GROUPS_CLAIM, TENANT_CLAIM
+from ragline.identity import CLIENT_ID_CLAIM, GROUPS_CLAIM, SCOPE_CLAIM, TENANT_CLAIM
+from ragline.topology import SCOPES, oauth_scope
 
 ISSUER = "urn:ragline:local-idp"
 AUDIENCE = "ragline-local"
 KEY_FILE = "signing-key.pem"
+CLIENTS_FILE = "clients.json"
 ALGORITHM = "RS256"
+# The user pool's app client for people (CLIs, SPAs): it may grant every scope.
+USER_CLIENT_ID = "ragline-local-app"
+
+
+class InvalidClient(Exception):
+    """Unknown client id or wrong secret (OAuth `invalid_client`)."""
+
+
+class InvalidScope(ValueError):
+    """A scope the client may not have, or none of the platform's (OAuth `invalid_scope`)."""
+
+
+@dataclass(frozen=True)
+class AppClient:
+    """A machine client: its secret is kept hashed; groups and tenant go into its tokens."""
+
+    client_id: str
+    name: str
+    scopes: tuple[str, ...]
+    secret_sha256: str
+    groups: tuple[str, ...] = ()
+    tenant: str | None = None
+
+
+def _granted(requested: Iterable[str] | None, allowed: Iterable[str]) -> tuple[str, ...]:
+    """Requested scopes (all allowed ones when None), each one allowed; OAuth names are accepted too."""
+    allowed = tuple(allowed)
+    if requested is None:
+        return tuple(sorted(allowed))
+    names = {scope.removeprefix(oauth_scope("")) for scope in requested}
+    if unknown := sorted(names - set(SCOPES)):
+        raise InvalidScope(f"unknown scope(s) {', '.join(unknown)}; the platform's are {', '.join(SCOPES)}")
+    if denied := sorted(names - set(allowed)):
+        raise InvalidScope(f"scope(s) {', '.join(denied)} not allowed for this client")
+    if not names:
+        raise InvalidScope("no scope requested")
+    return tuple(sorted(names))
 
 
 class LocalIdentityProvider:
     def __init__(self, state_dir: Path) -> None:
+        self._clients_path = Path(state_dir) / CLIENTS_FILE
         path = Path(state_dir) / KEY_FILE
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,22 +91,51 @@ class LocalIdentityProvider:
         self._keyset = jwt.PyJWKSet.from_dict(self.jwks)
 
     def issue(
-        self, user: str, groups: Iterable[str] = (), *, tenant: str | None = None, ttl_s: int = 3600
+        self,
+        user: str,
+        groups: Iterable[str] = (),
+        *,
+        tenant: str | None = None,
+        ttl_s: int = 3600,
+        scopes: Iterable[str] | None = None,
     ) -> str:
-        now = int(time.time())
-        claims: dict[str, Any] = {
-            "sub": user,
-            "cognito:username": user,
-            GROUPS_CLAIM: sorted(groups),
-            "iss": ISSUER,
-            "aud": AUDIENCE,
-            "token_use": "id",
-            "iat": now,
-            "exp": now + ttl_s,
-        }
-        if tenant:
-            claims[TENANT_CLAIM] = tenant
-        return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.kid})
+        """A person's token from the user app client: every scope unless `scopes` narrows them."""
+        granted = _granted(scopes, SCOPES)
+        return self._sign(user, USER_CLIENT_ID, granted, groups, tenant, ttl_s, {"cognito:username": user})
+
+    def register_client(
+        self, name: str, scopes: Iterable[str], *, groups: Iterable[str] = (), tenant: str | None = None
+    ) -> tuple[str, str]:
+        """A machine client allowed `scopes`; returns (client id, secret). The secret is shown once."""
+        allowed = _granted(scopes, SCOPES)
+        client_id, secret = secrets.token_hex(13), secrets.token_urlsafe(32)
+        client = AppClient(
+            client_id=client_id,
+            name=name,
+            scopes=allowed,
+            secret_sha256=hashlib.sha256(secret.encode()).hexdigest(),
+            groups=tuple(sorted(groups)),
+            tenant=tenant,
+        )
+        clients = self._clients()
+        clients[client_id] = client
+        self._clients_path.parent.mkdir(parents=True, exist_ok=True)
+        self._clients_path.write_text(json.dumps({k: asdict(v) for k, v in clients.items()}, indent=1))
+        self._clients_path.chmod(0o600)
+        return client_id, secret
+
+    def client_credentials(
+        self, client_id: str, secret: str, scopes: Iterable[str] | None = None, *, ttl_s: int = 3600
+    ) -> str:
+        """The client-credentials grant: raises InvalidClient or InvalidScope."""
+        client = self._clients().get(client_id)
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        # Compare even for an unknown id, so timing does not tell which ids exist.
+        expected = client.secret_sha256 if client else hashlib.sha256(b"").hexdigest()
+        if not hmac.compare_digest(digest, expected) or client is None:
+            raise InvalidClient("unknown client or wrong secret")
+        granted = _granted(scopes, client.scopes)
+        return self._sign(client_id, client_id, granted, client.groups, client.tenant, ttl_s, {})
 
     def verify(self, token: str) -> Mapping[str, Any]:
         """Signature (by kid from the JWKS), issuer, audience and expiry; raises jwt.InvalidTokenError."""
@@ -73,3 +152,40 @@ class LocalIdentityProvider:
             issuer=ISSUER,
             options={"require": ["exp", "iss", "aud", "sub"]},
         )
+
+    def _sign(
+        self,
+        subject: str,
+        client_id: str,
+        scopes: Iterable[str],
+        groups: Iterable[str],
+        tenant: str | None,
+        ttl_s: int,
+        extra: Mapping[str, Any],
+    ) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            **extra,
+            "sub": subject,
+            GROUPS_CLAIM: sorted(groups),
+            SCOPE_CLAIM: " ".join(oauth_scope(scope) for scope in scopes),
+            CLIENT_ID_CLAIM: client_id,
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "token_use": "access",
+            "iat": now,
+            "exp": now + ttl_s,
+        }
+        if tenant:
+            claims[TENANT_CLAIM] = tenant
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.kid})
+
+    def _clients(self) -> dict[str, AppClient]:
+        # Read on every call: `ragline client` registers clients while `ragline dev` runs.
+        if not self._clients_path.is_file():
+            return {}
+        raw = json.loads(self._clients_path.read_text())
+        return {
+            client_id: AppClient(**{**spec, "scopes": tuple(spec["scopes"]), "groups": tuple(spec["groups"])})
+            for client_id, spec in raw.items()
+        }

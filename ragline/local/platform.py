@@ -38,6 +38,9 @@ class LocalConfig:
     moto_port: int = 4566
     embedding_port: int = 8081
     llm_port: int = 8082
+    # As a deployment with usage plans does: every call needs an `x-api-key` (`ragline api-key`).
+    # Off by default because the local tools (`ragline ingest`, `ragline eval`) send tokens only.
+    require_api_key: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def url(self, port: int) -> str:
@@ -87,6 +90,10 @@ def environment(config: LocalConfig) -> dict[str, str]:
         "RAGLINE_COLLECTIONS_TABLE": physical_name("collections"),
         "RAGLINE_IDEMPOTENCY_TABLE": physical_name("idempotency"),
         "RAGLINE_OPERATIONS_TABLE": physical_name("operations"),
+        "RAGLINE_SUBSCRIPTIONS_TABLE": physical_name("subscriptions"),
+        "RAGLINE_WEBHOOK_SECRETS_TABLE": physical_name("webhook-secrets"),
+        # moto's SES keeps what is sent (GET /moto-api/data.json shows it); nothing leaves the machine.
+        "RAGLINE_NOTIFY_EMAIL_SENDER": "notify@ragline.local",
         "RAGLINE_SEARCH_BACKEND": "lance",
         "RAGLINE_LANCE_PATH": str(config.state_dir / "index"),
         "RAGLINE_EMBEDDING_BACKEND": "http",
@@ -115,6 +122,7 @@ def serve_platform(config: LocalConfig) -> None:
     from ragline.local.lambda_runtime import LocalFunction
     from ragline.local.provision import provision
     from ragline.local.sqs_runner import QueuePoller
+    from ragline.local.usage import ApiKeys
     from ragline.settings import get_settings
     from ragline.topology import TOPOLOGY
 
@@ -154,7 +162,17 @@ def serve_platform(config: LocalConfig) -> None:
     lambda_functions = {function.name: function for function in functions.values()}
     servers = [
         uvicorn.Server(
-            uvicorn.Config(create_gateway(idp, routes, streaming), host=config.host, port=config.port)
+            uvicorn.Config(
+                create_gateway(
+                    idp,
+                    routes,
+                    streaming,
+                    api_keys=ApiKeys(config.state_dir),
+                    require_api_key=config.require_api_key,
+                ),
+                host=config.host,
+                port=config.port,
+            )
         ),
         uvicorn.Server(
             uvicorn.Config(create_lambda_api(lambda_functions), host=config.host, port=config.lambda_port)
@@ -272,6 +290,7 @@ def start_stages(config: LocalConfig) -> list[list[tuple[str, list[str], str]]]:
             str(config.port),
             "--lambda-port",
             str(config.lambda_port),
+            *(["--require-api-key"] if config.require_api_key else []),
         ],
         config.url(config.port) + "/_local/health",
     )
@@ -328,9 +347,16 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--lambda-port", type=int, default=8001)
+    parser.add_argument("--require-api-key", action="store_true")
     args = parser.parse_args()
     serve_platform(
-        LocalConfig(state_dir=args.state_dir, host=args.host, port=args.port, lambda_port=args.lambda_port)
+        LocalConfig(
+            state_dir=args.state_dir,
+            host=args.host,
+            port=args.port,
+            lambda_port=args.lambda_port,
+            require_api_key=args.require_api_key,
+        )
     )
 
 

@@ -39,6 +39,7 @@ class Provisioned:
         return {
             "RAGLINE_INDEX_QUEUE_URL": self.queue_urls["index"],
             "RAGLINE_UPLOADS_QUEUE_URL": self.queue_urls["uploads"],
+            "RAGLINE_DELIVERIES_QUEUE_URL": self.queue_urls["notify-deliveries"],
             "RAGLINE_DELETE_STATE_MACHINE_ARN": self.state_machine_arns[DELETE_STATE_MACHINE],
             "RAGLINE_UPDATE_STATE_MACHINE_ARN": self.state_machine_arns[UPDATE_STATE_MACHINE],
         }
@@ -110,6 +111,9 @@ def provision(
             EventBusName=rule.bus,
             Targets=[{"Id": rule.queue, "Arn": arns[rule.queue]}],
         )
+    if settings.notify_email_sender:
+        # SES sends only from verified identities; the CDK app creates this one from cdk.json.
+        aws.client("ses", settings).verify_email_identity(EmailAddress=settings.notify_email_sender)
     sfn = aws.client("stepfunctions", settings)
     machines = {
         name: sfn.create_state_machine(

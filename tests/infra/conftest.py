@@ -3,7 +3,9 @@
 The Lambda code is staged into a temporary directory the way `make package` stages it (a copy of
 the sources and the LLM tokenizer cdk.json asks for; the dependencies layer is left empty), the
 SageMaker image contexts are stubs (synth hashes them, it never builds them), and everything else
-comes from cdk.json.
+comes from cdk.json. cdk-nag runs in the same synthesis (it adds about two seconds): its findings
+fail synthesis, so the fixture keeps the templates and the validation report for tests/infra/test_nag.py
+to read instead of failing every test at once.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import pytest  # noqa: E402
 from aws_cdk import Stack  # noqa: E402
 from aws_cdk.assertions import Template  # noqa: E402
 
-from infra.cdk.app import create_app  # noqa: E402
-from infra.cdk.config import MODEL_NAMES  # noqa: E402
+from infra.cdk.app import create_app, enable_nag  # noqa: E402
+from infra.cdk.config import MODEL_NAMES, load_config  # noqa: E402
+from infra.cdk.nag import Acknowledged  # noqa: E402
 from infra.cdk.packaging import configured_llm_tokenizer, ensure_deps_dir, stage_app  # noqa: E402
 
 
@@ -32,6 +35,8 @@ class Synthesized:
     app_dir: Path  # the staged Lambda code
     stacks: dict[str, Stack]
     templates: dict[str, dict]
+    acknowledged: Acknowledged
+    validation_report: dict | None  # cdk.out/validation-report.json when validation failed
 
     def template(self, stack: str) -> Template:
         return Template.from_json(self.templates[stack])
@@ -58,11 +63,26 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
         (root / "sagemaker" / model / "Dockerfile").write_text("FROM scratch\n")
     outdir = root / "cdk.out"
     app, stacks = create_app(
-        {"lambdaAssetDir": str(root / "lambda"), "sagemakerDir": str(root / "sagemaker")}, outdir=str(outdir)
+        # nag off here: enabled below, to keep what was acknowledged for the tests.
+        {"lambdaAssetDir": str(root / "lambda"), "sagemakerDir": str(root / "sagemaker"), "nag": False},
+        outdir=str(outdir),
     )
-    assembly = app.synth()
+    acknowledged = enable_nag(app, load_config(app))
+    report = None
+    try:
+        app.synth()
+    except RuntimeError as error:  # jsii's wrapper of CDK's ValidationFailed
+        if "ValidationFailed" not in str(error):
+            raise
+        report = json.loads((outdir / "validation-report.json").read_text())
     templates = {
-        name: json.loads(Path(assembly.get_stack_by_name(stack.stack_name).template_full_path).read_text())
-        for name, stack in stacks.items()
+        name: json.loads((outdir / stack.template_file).read_text()) for name, stack in stacks.items()
     }
-    return Synthesized(outdir=outdir, app_dir=app_dir, stacks=stacks, templates=templates)
+    return Synthesized(
+        outdir=outdir,
+        app_dir=app_dir,
+        stacks=stacks,
+        templates=templates,
+        acknowledged=acknowledged,
+        validation_report=report,
+    )

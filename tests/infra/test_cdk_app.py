@@ -21,8 +21,9 @@ from infra.cdk.stacks.ingest import RECONCILE_FUNCTION, SAGA_FUNCTION
 from ragline.settings import Settings
 from ragline.topology import BUCKETS, TOPOLOGY
 
-FUNCTION_STACKS = ("Ingest", "Index", "Retrieve", "Context")
-TABLE_STACKS = {"Ingest": "ingest", "Context": "context"}  # stack -> the context whose tables it holds
+FUNCTION_STACKS = ("Ingest", "Index", "Retrieve", "Context", "Notify")
+# stack -> the context whose tables it holds
+TABLE_STACKS = {"Ingest": "ingest", "Context": "context", "Notify": "notify"}
 UPLOAD_CONSUMERS = {TOPOLOGY.consumer_of(rule.queue).name for rule in TOPOLOGY.rules if rule.bucket}
 CDK_JSON = json.loads((Path(__file__).resolve().parents[2] / "cdk.json").read_text())["context"]
 
@@ -95,8 +96,9 @@ def test_every_queue_has_a_dlq_redrive_sse_and_outlives_its_consumer(synth):
             "deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]},
             "maxReceiveCount": spec.max_receive_count,
         }
-        assert props["SqsManagedSseEnabled"] is True
-        assert resources[dlq_id]["Properties"]["SqsManagedSseEnabled"] is True
+        key = {"Fn::GetAtt": [synth.logical_id(platform.key), "Arn"]}
+        assert props["KmsMasterKeyId"] == key
+        assert resources[dlq_id]["Properties"]["KmsMasterKeyId"] == key
         consumer_timeout = functions[TOPOLOGY.consumer_of(spec.name).name][1]["Properties"]["Timeout"]
         assert props["VisibilityTimeout"] >= consumer_timeout, spec.name
 
@@ -179,7 +181,11 @@ def test_tables_match_topology_each_in_the_stack_of_its_context(synth):
                     [{"AttributeName": spec.partition_key, "AttributeType": "S"}]
                 ),
                 "BillingMode": "PAY_PER_REQUEST",
-                "SSESpecification": {"SSEEnabled": True},  # AWS managed key
+                "SSESpecification": {  # the platform key (stacks/platform.py)
+                    "SSEEnabled": True,
+                    "SSEType": "KMS",
+                    "KMSMasterKeyId": {"Fn::ImportValue": Match.string_like_regexp(r"Platform:.*Key")},
+                },
                 "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
                 "GlobalSecondaryIndexes": indexes if indexes else Match.absent(),
                 **ttl,
@@ -232,6 +238,8 @@ def test_opensearch_domain_is_encrypted_https_only_and_open_only_to_search_roles
         role_id = statement["Principal"]["AWS"]["Fn::GetAtt"][0]
         principals[role_id] = set(_actions(statement))
     expected = {synth.logical_id(role): spec_name for spec_name, role in index.search_roles.items()}
+    # And the master user of fine-grained access control, on the role mappings only (test_least_privilege).
+    assert principals.pop(synth.logical_id(index.search_admin)) == {"es:ESHttpGet", "es:ESHttpPut"}
     assert set(principals) == set(expected)
     assert {TOPOLOGY.function(n).context for n in expected.values()} == {"index", "retrieve"}
     for role_id, spec_name in expected.items():
@@ -451,7 +459,7 @@ def test_api_stage_logs_access_and_throttles(synth):
             ],
         },
     )
-    synth.template("Api").resource_count_is("AWS::Cognito::UserPoolClient", 1)
+    synth.template("Api").resource_count_is("AWS::Cognito::UserPoolClient", 2)  # people, machines
 
 
 # --- linting, packaging, configuration --------------------------------------------------------
@@ -629,7 +637,8 @@ def test_context_tables_expire_by_ttl_and_are_keyed_as_the_topology_says(synth):
         props = resources[synth.logical_id(context.tables[spec.name])]["Properties"]
         assert props["KeySchema"] == [{"AttributeName": spec.partition_key, "KeyType": "HASH"}]
         assert props["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
-        assert props["SSESpecification"] == {"SSEEnabled": True}
+        assert props["SSESpecification"]["SSEType"] == "KMS"
+        assert synth.logical_id(synth.stacks["Platform"].key) in json.dumps(props["SSESpecification"])
         assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
         assert resources[synth.logical_id(context.tables[spec.name])]["DeletionPolicy"] == "Retain"
 
@@ -670,7 +679,7 @@ def test_no_other_context_may_touch_the_context_tables(synth):
             variables = resource["Properties"]["Environment"]["Variables"]
             assert not {"RAGLINE_CONVERSATIONS_TABLE", "RAGLINE_ANSWER_CACHE_TABLE"} & set(variables), name
             checked.add(TOPOLOGY.function(name).context)
-    assert checked == {"ingest", "index", "retrieve"}
+    assert checked == {"ingest", "index", "retrieve", "notify"}
 
 
 def test_context_functions_find_their_tables(synth):

@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 
 from infra.cdk.naming import function_name
+from infra.cdk.stacks.ops import RECONCILE_METRICS
 from ragline.topology import TOPOLOGY
 from tests.infra.test_saga_stack import _actions, _statements
 
 LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+# The platform key, through the data services only (tests/infra/test_encryption.py checks how).
+KEY = {"kms:Decrypt", "kms:GenerateDataKey"}
 
 
 def _own(synth, stack: str, name: str) -> list[dict]:
@@ -50,7 +53,7 @@ def test_the_reconciler_reads_the_tables_and_invokes_only_index_maintenance(synt
         "lambda:InvokeFunction",
         "events:PutEvents",
     }
-    assert actions - XRAY <= allowed and {"dynamodb:Scan", "lambda:InvokeFunction"} <= actions
+    assert actions - XRAY - KEY <= allowed and {"dynamodb:Scan", "lambda:InvokeFunction"} <= actions
     tables = {name: synth.logical_id(table) for name, table in ingest.tables.items()}
     touched = {
         name for name, table_id in tables.items() if any(table_id in json.dumps(s) for s in statements)
@@ -79,3 +82,25 @@ def test_index_maintenance_is_named_writes_the_index_and_publishes_nothing(synth
     es = {a for s in worker for a in _actions(s) if a.startswith("es:")}
     assert es and es <= {a for s in maintenance for a in _actions(s)}
     assert not any("events:PutEvents" in _actions(s) for s in maintenance)
+
+
+def test_any_reconciler_finding_alarms(synth):
+    """The alarm sums what the handler publishes in repair mode (tests/integration/test_reconcile.py
+    checks the handler emits every one of RECONCILE_METRICS with these dimensions)."""
+    alarms = {
+        a["Properties"]["AlarmName"]: a["Properties"]
+        for a in synth.resources("AWS::CloudWatch::Alarm", "Ops").values()
+    }
+    stage = synth.stacks["Platform"].node.try_get_context("stage") or "dev"
+    alarm = alarms[f"ragline-{stage}-reconcile-findings"]
+    assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    stats = [m["MetricStat"]["Metric"] for m in alarm["Metrics"] if "MetricStat" in m]
+    assert sorted(s["MetricName"] for s in stats) == sorted(RECONCILE_METRICS)
+    for stat in stats:
+        assert stat["Namespace"] == "Ragline"
+        assert {d["Name"]: d["Value"] for d in stat["Dimensions"]} == {
+            "service": "ingest-reconcile",
+            "mode": "repair",
+        }
+    [expression] = [m["Expression"] for m in alarm["Metrics"] if "Expression" in m]
+    assert sorted(expression.split(" + ")) == sorted(name.lower() for name in RECONCILE_METRICS)

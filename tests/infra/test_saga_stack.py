@@ -131,7 +131,7 @@ def test_the_state_machine_is_named_traced_logged_and_tagged(synth):
         {
             "StateMachineName": "ragline-dev-document-delete",
             "TracingConfiguration": {"Enabled": True},
-            "LoggingConfiguration": Match.object_like({"Level": "ERROR"}),
+            "LoggingConfiguration": Match.object_like({"Level": "ALL", "IncludeExecutionData": False}),
             "Tags": Match.array_with([{"Key": "ragline:state-machine", "Value": DELETE_STATE_MACHINE}]),
         },
     )
@@ -193,9 +193,14 @@ def test_ingest_saga_may_only_touch_its_tables_objects_under_its_prefixes_and_pu
         "events:PutEvents",
         "xray:PutTraceSegments",
         "xray:PutTelemetryRecords",
+        "kms:Decrypt",  # the platform key, only through S3/DynamoDB/SQS/EventBridge (kms:ViaService)
+        "kms:GenerateDataKey",
     }
     actions = set().union(*(_actions(s) for s in statements))
     assert actions <= allowed, actions - allowed
+    for statement in statements:
+        if _actions(statement) & {"kms:Decrypt", "kms:GenerateDataKey"}:
+            assert "kms:ViaService" in statement["Condition"]["StringEquals"], statement
     reads = [s for s in statements if _actions(s) == {"s3:GetObject"}]
     writes = [s for s in statements if _actions(s) == {"s3:PutObject"}]
     assert len(reads) == 1 and "/raw/*" in json.dumps(reads[0]["Resource"])
@@ -291,7 +296,7 @@ def test_the_update_state_machine_is_named_traced_logged_tagged_and_invokes_the_
         {
             "StateMachineName": "ragline-dev-document-update",
             "TracingConfiguration": {"Enabled": True},
-            "LoggingConfiguration": Match.object_like({"Level": "ERROR"}),
+            "LoggingConfiguration": Match.object_like({"Level": "ALL", "IncludeExecutionData": False}),
             "Tags": Match.array_with([{"Key": "ragline:state-machine", "Value": UPDATE_STATE_MACHINE}]),
         },
     )

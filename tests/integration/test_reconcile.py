@@ -23,6 +23,7 @@ from functions.ingest.adapters.index_maintenance import LambdaIndexMaintenance
 from functions.ingest.domain.ports import OperationRecord, chunks_key
 from functions.ingest.domain.reconcile import FindingKind, Outcome, Reconciler, Report
 from functions.ingest.handlers import reconcile as reconcile_handler
+from infra.cdk.stacks.ops import RECONCILE_METRICS
 from ragline.contracts import (
     DocumentDeleted,
     DocumentFailed,
@@ -300,11 +301,9 @@ def test_the_scheduled_handler_reports_and_publishes_metrics(
     ]
     [directive] = records[0]["_aws"]["CloudWatchMetrics"]
     assert directive["Namespace"] == "Ragline"
-    assert {m["Name"] for m in directive["Metrics"]} >= {
-        "OrphanedVectors",
-        "PhantomDocuments",
-        "RepairsFailed",
-    }
+    # everything the reconcile-findings alarm sums (tests/infra/test_reconcile_stack.py)
+    assert {m["Name"] for m in directive["Metrics"]} >= {"OrphanedVectors", *RECONCILE_METRICS}
+    assert directive["Dimensions"] == [["mode", "service"]] and records[1]["service"] == "ingest-reconcile"
 
 
 # --------------------------------------------------------------------------------------------

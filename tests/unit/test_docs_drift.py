@@ -29,3 +29,21 @@ def test_every_event_schema_is_an_eventbridge_envelope_with_versioned_metadata()
         assert {"detail-type", "source", "detail"} <= set(schema["properties"])
         metadata = schema["$defs"]["EventMetadata"]["properties"]
         assert {"schema_version", "correlation_id", "idempotency_key"} <= set(metadata)
+
+
+def test_every_operation_names_the_scope_its_route_needs_and_the_api_key():
+    from ragline.apidocs import openapi
+    from ragline.topology import TOPOLOGY, oauth_scope
+
+    document = openapi()
+    routes = {(r.method.lower(), r.path): r.scope for f in TOPOLOGY.functions for r in f.routes}
+    operations = {(m, p): op for p, item in document["paths"].items() for m, op in item.items()}
+    assert operations.keys() == routes.keys()
+    for key, operation in operations.items():
+        scope = oauth_scope(routes[key])
+        assert operation["security"] == [
+            {"bearer": [scope], "apiKey": []},
+            {"clientCredentials": [scope], "apiKey": []},
+        ], key
+    granted = document["components"]["securitySchemes"]["clientCredentials"]["flows"]["clientCredentials"]
+    assert set(granted["scopes"]) == {oauth_scope(r) for r in routes.values()}

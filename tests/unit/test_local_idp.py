@@ -3,7 +3,16 @@ import time
 import jwt
 import pytest
 
-from ragline.local.idp import AUDIENCE, ISSUER, LocalIdentityProvider
+from ragline.identity import scopes_from_claims
+from ragline.local.idp import (
+    AUDIENCE,
+    CLIENTS_FILE,
+    ISSUER,
+    InvalidClient,
+    InvalidScope,
+    LocalIdentityProvider,
+)
+from ragline.topology import SCOPES, oauth_scope
 
 
 @pytest.fixture
@@ -43,3 +52,31 @@ def test_wrong_audience_or_issuer_is_rejected(idp, claim, value):
     token = jwt.encode(claims, idp._key, algorithm="RS256", headers={"kid": idp.kid})
     with pytest.raises(jwt.InvalidTokenError):
         idp.verify(token)
+
+
+def test_tokens_carry_the_scopes_as_cognito_access_tokens_do(idp):
+    everything = idp.verify(idp.issue("alice"))
+    assert set(everything["scope"].split()) == {oauth_scope(s) for s in SCOPES}
+    narrowed = idp.verify(idp.issue("alice", scopes=["search", "ragline/answers"]))
+    assert narrowed["scope"] == "ragline/answers ragline/search"
+    assert scopes_from_claims(narrowed) == {"answers", "search"}
+
+
+@pytest.mark.parametrize("scopes", [["admin"], [], ["other/search"]])
+def test_unknown_or_no_scopes_are_refused(idp, scopes):
+    with pytest.raises(InvalidScope):
+        idp.issue("alice", scopes=scopes)
+
+
+def test_machine_clients_keep_only_a_hash_of_their_secret(idp, tmp_path):
+    client_id, secret = idp.register_client("bot", ["search"], tenant="acme")
+    assert secret not in (tmp_path / CLIENTS_FILE).read_text()
+    claims = LocalIdentityProvider(tmp_path).verify(
+        LocalIdentityProvider(tmp_path).client_credentials(client_id, secret)
+    )
+    assert claims["sub"] == client_id and claims["scope"] == "ragline/search"
+    assert claims["custom:tenant"] == "acme"
+    with pytest.raises(InvalidScope):
+        idp.client_credentials(client_id, secret, ["documents:write"])
+    with pytest.raises(InvalidClient):
+        idp.client_credentials(client_id, "guess")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from infra.cdk.config import DeployConfig
@@ -10,9 +11,12 @@ from infra.cdk.naming import pascal
 from ragline.topology import TOPOLOGY, TableSpec
 
 
-def topology_table(scope: Construct, spec: TableSpec, config: DeployConfig) -> dynamodb.Table:
-    """On-demand, AWS-managed encryption, point-in-time recovery, TTL when the spec names an attribute;
-    string keys and all-attribute indexes, as the local platform creates it (ragline.local.provision)."""
+def topology_table(
+    scope: Construct, spec: TableSpec, config: DeployConfig, key: kms.IKey | None = None
+) -> dynamodb.Table:
+    """On-demand, encrypted with the platform key (AWS-managed without one), point-in-time recovery,
+    TTL when the spec names an attribute; string keys and all-attribute indexes, as the local
+    platform creates it (ragline.local.provision)."""
     string = dynamodb.AttributeType.STRING
     table = dynamodb.Table(
         scope,
@@ -21,7 +25,8 @@ def topology_table(scope: Construct, spec: TableSpec, config: DeployConfig) -> d
         sort_key=dynamodb.Attribute(name=spec.sort_key, type=string) if spec.sort_key else None,
         time_to_live_attribute=spec.ttl_attribute,
         billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-        encryption=dynamodb.TableEncryption.AWS_MANAGED,
+        encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED if key else dynamodb.TableEncryption.AWS_MANAGED,
+        encryption_key=key,
         point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
             point_in_time_recovery_enabled=True
         ),
@@ -37,8 +42,12 @@ def topology_table(scope: Construct, spec: TableSpec, config: DeployConfig) -> d
     return table
 
 
-def context_tables(scope: Construct, context: str, config: DeployConfig) -> dict[str, dynamodb.Table]:
+def context_tables(
+    scope: Construct, context: str, config: DeployConfig, key: kms.IKey | None = None
+) -> dict[str, dynamodb.Table]:
     """Every topology table the bounded context `context` owns, by topology name."""
     return {
-        spec.name: topology_table(scope, spec, config) for spec in TOPOLOGY.tables if spec.context == context
+        spec.name: topology_table(scope, spec, config, key)
+        for spec in TOPOLOGY.tables
+        if spec.context == context
     }

@@ -1,7 +1,12 @@
 """The public HTTPS API: a REST API whose resources and methods come from the topology's routes.
 
-Every method is behind the Cognito user pool authorizer (the ID token's `cognito:groups` and
-`custom:tenant` claims decide what a caller may see; see ragline.identity). Every route of an ASGI
+Every method is behind the Cognito user pool authorizer and names the OAuth scope its route needs
+(topology `RouteSpec.scope`), so callers present an *access* token: people get the scopes and their
+`custom:tenant` claim from the pre-token-generation trigger (infra/cdk/triggers/pre_token.py), machine
+clients from the client-credentials flow; `cognito:groups` and `custom:tenant` decide what a caller
+may see (ragline.identity). Every method also requires an API key, bound to the usage plan of its
+tier (cdk.json `apiTiers`); a WAF web ACL and request-body validation against the API's models
+(infra/cdk/apimodels.py) stand in front of the functions. Every route of an ASGI
 function uses API Gateway response streaming into Lambda's InvokeWithResponseStream: the Lambda Web
 Adapter runs in response_stream mode, which a buffered integration cannot read, so streaming follows
 from `FunctionSpec.asgi` rather than from each route.
@@ -10,17 +15,28 @@ from `FunctionSpec.asgi` rather than from each route.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
-from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import Aws, CfnOutput, Duration, Stack
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_cognito as cognito
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
+from infra.cdk import apimodels
 from infra.cdk.config import DeployConfig
-from infra.cdk.constructs.function import RaglineFunction
+from infra.cdk.constructs.function import ARCHITECTURE, RUNTIME, RaglineFunction
+from infra.cdk.naming import pascal
 from ragline.identity import TENANT_CLAIM
-from ragline.topology import TOPOLOGY, RouteSpec
+from ragline.topology import RESOURCE_SERVER, SCOPES, TOPOLOGY, RouteSpec, oauth_scope
+
+TRIGGERS_DIR = Path(__file__).resolve().parents[1] / "triggers"
+# Bodies outside the document routes are small JSON; document routes carry inline content (up to
+# Settings.max_inline_bytes) and are bounded by API Gateway's 10 MB payload limit and the function.
+DOCUMENT_PATHS = "/v1/documents"
 
 # (response type, status, error code): what the local gateway answers for the same cases.
 GATEWAY_ERRORS = (
@@ -31,39 +47,123 @@ GATEWAY_ERRORS = (
     (apigateway.ResponseType.REQUEST_TOO_LARGE, "413", "payload_too_large"),
     (apigateway.ResponseType.MISSING_AUTHENTICATION_TOKEN, "404", "not_found"),
     (apigateway.ResponseType.DEFAULT_5_XX, "502", "gateway_error"),
+    # A body that does not match the route's model (BodyValidator): what the functions answer too
+    # (ragline.http: 422 validation_error), so a client sees one contract whoever refuses it.
+    (apigateway.ResponseType.BAD_REQUEST_BODY, "422", "validation_error"),
 )
+# API Gateway's headers are static: a throttled caller may retry in a second; a caller over its daily
+# quota is told to come back in an hour (the quota resets at 00:00 UTC; the local gateway, which
+# knows the time, says exactly when).
+RETRY_AFTER = {"throttled": "1", "quota_exceeded": "3600"}
 
 
 class Identity(Construct):
-    """Who may call the API: one user pool, one app client (no secret: CLIs and SPAs)."""
+    """Who may call the API: a user pool (created, or `api.userPoolId`), its resource server with the
+    platform's scopes, an app client for people (SRP, no secret) and one for machines (client
+    credentials, with a secret), and the token endpoint's domain."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: DeployConfig) -> None:
         super().__init__(scope, construct_id)
-        self.user_pool = cognito.UserPool(
-            self,
-            "Users",
-            self_sign_up_enabled=False,
-            sign_in_aliases=cognito.SignInAliases(email=True, username=True),
-            password_policy=cognito.PasswordPolicy(
-                min_length=12,
-                require_digits=True,
-                require_lowercase=True,
-                require_uppercase=True,
-                require_symbols=True,
-            ),
-            mfa=cognito.Mfa.OPTIONAL,
-            mfa_second_factor=cognito.MfaSecondFactor(otp=True, sms=False),
-            account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
-            custom_attributes={TENANT_CLAIM.removeprefix("custom:"): cognito.StringAttribute(mutable=False)},
-            removal_policy=config.cdk_removal_policy,
+        self.user_pool: cognito.IUserPool
+        if config.api.user_pool_id:
+            # An organisation's existing pool: its owner adds the pre-token trigger (README, "Auth").
+            self.user_pool = cognito.UserPool.from_user_pool_id(self, "Users", config.api.user_pool_id)
+        else:
+            pool = cognito.UserPool(
+                self,
+                "Users",
+                self_sign_up_enabled=False,
+                sign_in_aliases=cognito.SignInAliases(email=True, username=True),
+                password_policy=cognito.PasswordPolicy(
+                    min_length=12,
+                    require_digits=True,
+                    require_lowercase=True,
+                    require_uppercase=True,
+                    require_symbols=True,
+                ),
+                mfa=cognito.Mfa.OPTIONAL,
+                mfa_second_factor=cognito.MfaSecondFactor(otp=True, sms=False),
+                account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
+                custom_attributes={
+                    TENANT_CLAIM.removeprefix("custom:"): cognito.StringAttribute(mutable=False)
+                },
+                # Essentials: access-token customization (the V2 trigger) needs it, Lite has none.
+                feature_plan=cognito.FeaturePlan.ESSENTIALS,
+                removal_policy=config.cdk_removal_policy,
+            )
+            pool.add_trigger(
+                cognito.UserPoolOperation.PRE_TOKEN_GENERATION_CONFIG,
+                self._pre_token_trigger(config),
+                cognito.LambdaVersion.V2_0,
+            )
+            self.user_pool = pool
+        scopes = {
+            s: cognito.ResourceServerScope(scope_name=s, scope_description=f"ragline {s}") for s in SCOPES
+        }
+        self.resource_server = self.user_pool.add_resource_server(
+            "Scopes", identifier=RESOURCE_SERVER, scopes=list(scopes.values())
         )
+        self.oauth_scopes = {
+            name: cognito.OAuthScope.resource_server(self.resource_server, scope)
+            for name, scope in scopes.items()
+        }
         self.client = self.user_pool.add_client(
             "ApiClient",
             generate_secret=False,
             auth_flows=cognito.AuthFlow(user_srp=True, admin_user_password=True),
+            # No hosted-UI flows: CDK's default would allow the implicit grant to https://example.com,
+            # live now that the pool has a domain (for the machines' token endpoint).
+            disable_o_auth=True,
             prevent_user_existence_errors=True,
         )
+        # One client for machines with every scope; add narrower ones the same way (README, "Auth").
+        self.machine_client = self.user_pool.add_client(
+            "MachineClient",
+            generate_secret=True,
+            o_auth=cognito.OAuthSettings(
+                flows=cognito.OAuthFlows(client_credentials=True), scopes=list(self.oauth_scopes.values())
+            ),
+            prevent_user_existence_errors=True,
+        )
+        self.domain = self.user_pool.add_domain(
+            "Domain",
+            cognito_domain=cognito.CognitoDomainOptions(
+                domain_prefix=config.api.auth_domain_prefix or f"ragline-{config.stage}-{Aws.ACCOUNT_ID}"
+            ),
+        )
         # Seam: groups (the visibility model) are managed by admins: `aws cognito-idp create-group`.
+
+    def _pre_token_trigger(self, config: DeployConfig) -> lambda_.Function:
+        """Adds the scopes and the tenant claim to people's access tokens (triggers/pre_token.py)."""
+        log_group = logs.LogGroup(
+            self, "PreTokenLogs", retention=config.log_retention, removal_policy=config.cdk_removal_policy
+        )
+        role = iam.Role(
+            self,
+            "PreTokenRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="ragline Cognito pre token generation trigger",
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[log_group.log_group_arn]
+            )
+        )
+        return lambda_.Function(
+            self,
+            "PreToken",
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            code=lambda_.Code.from_asset(str(TRIGGERS_DIR), exclude=["__pycache__"]),
+            handler="pre_token.handler",
+            memory_size=128,
+            timeout=Duration.seconds(5),
+            role=role,
+            log_group=log_group,
+            tracing=lambda_.Tracing.ACTIVE,
+            environment={"RAGLINE_SCOPES": ",".join(oauth_scope(s) for s in SCOPES)},
+            description="ragline: scopes and tenant claim into access tokens",
+        )
 
 
 class ApiStack(Stack):
@@ -112,20 +212,159 @@ class ApiStack(Stack):
                 metrics_enabled=True,
                 tracing_enabled=True,
             ),
-            # Seams: usage plans and API keys per tier (api.add_usage_plan), WAF (a CfnWebACLAssociation
-            # on api.deployment_stage.stage_arn), dashboards and alarms on the stage's metrics.
+            api_key_source_type=apigateway.ApiKeySourceType.HEADER,
         )
         self.authorizer = apigateway.CognitoUserPoolsAuthorizer(
             self, "Authorizer", cognito_user_pools=[self.identity.user_pool]
         )
+        self.body_validator = self.api.add_request_validator(
+            "BodyValidator", validate_request_body=True, validate_request_parameters=True
+        )
+        self.models: dict[str, apigateway.CfnModel] = {}
         for spec in TOPOLOGY.functions:
             for route in spec.routes:
                 self._route(route, functions[spec.name])
         self._error_responses()
+        self.usage_plans = self._usage_plans(config)
+        self.web_acl = self._web_acl(config)
 
         CfnOutput(self, "ApiUrl", value=self.api.url)
         CfnOutput(self, "UserPoolId", value=self.identity.user_pool.user_pool_id)
         CfnOutput(self, "UserPoolClientId", value=self.identity.client.user_pool_client_id)
+        CfnOutput(self, "MachineClientId", value=self.identity.machine_client.user_pool_client_id)
+        CfnOutput(self, "TokenEndpoint", value=f"{self.identity.domain.base_url()}/oauth2/token")
+        for name, plan in self.usage_plans.items():
+            CfnOutput(self, f"{pascal(name)}UsagePlanId", value=plan.usage_plan_id)
+
+    def _usage_plans(self, config: DeployConfig) -> dict[str, apigateway.UsagePlan]:
+        """One usage plan per tier (cdk.json `apiTiers`). Keys are made per customer, not here:
+        `aws apigateway create-api-key` and `create-usage-plan-key` (docs/runbook.md)."""
+        return {
+            tier.name: self.api.add_usage_plan(
+                f"{pascal(tier.name)}Plan",
+                name=f"ragline-{config.stage}-{tier.name}",
+                description=f"ragline {tier.name} tier",
+                throttle=apigateway.ThrottleSettings(rate_limit=tier.rate_per_second, burst_limit=tier.burst),
+                quota=apigateway.QuotaSettings(limit=tier.daily_quota, period=apigateway.Period.DAY),
+                api_stages=[apigateway.UsagePlanPerApiStage(api=self.api, stage=self.api.deployment_stage)],
+            )
+            for tier in config.api_tiers.values()
+        }
+
+    def _web_acl(self, config: DeployConfig) -> wafv2.CfnWebACL:
+        """AWS managed rules (IP reputation, common, known bad inputs), a per-IP rate limit and a body
+        size limit outside the document routes, associated with the stage."""
+
+        def visibility(name: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
+            return wafv2.CfnWebACL.VisibilityConfigProperty(
+                cloud_watch_metrics_enabled=True, metric_name=f"ragline-{name}", sampled_requests_enabled=True
+            )
+
+        def managed(
+            priority: int, name: str, overrides: tuple[str, ...] = ()
+        ) -> wafv2.CfnWebACL.RuleProperty:
+            return wafv2.CfnWebACL.RuleProperty(
+                name=name,
+                priority=priority,
+                override_action=wafv2.CfnWebACL.OverrideActionProperty(none={}),
+                statement=wafv2.CfnWebACL.StatementProperty(
+                    managed_rule_group_statement=wafv2.CfnWebACL.ManagedRuleGroupStatementProperty(
+                        vendor_name="AWS",
+                        name=name,
+                        rule_action_overrides=[
+                            wafv2.CfnWebACL.RuleActionOverrideProperty(
+                                name=rule, action_to_use=wafv2.CfnWebACL.RuleActionProperty(count={})
+                            )
+                            for rule in overrides
+                        ]
+                        or None,
+                    )
+                ),
+                visibility_config=visibility(name),
+            )
+
+        body_limit = wafv2.CfnWebACL.RuleProperty(
+            name="BodySizeLimit",
+            priority=2,
+            action=wafv2.CfnWebACL.RuleActionProperty(block={}),
+            statement=wafv2.CfnWebACL.StatementProperty(
+                and_statement=wafv2.CfnWebACL.AndStatementProperty(
+                    statements=[
+                        wafv2.CfnWebACL.StatementProperty(
+                            size_constraint_statement=wafv2.CfnWebACL.SizeConstraintStatementProperty(
+                                field_to_match=wafv2.CfnWebACL.FieldToMatchProperty(
+                                    # Larger than WAF inspects is larger than the limit.
+                                    body=wafv2.CfnWebACL.BodyProperty(oversize_handling="MATCH")
+                                ),
+                                comparison_operator="GT",
+                                size=config.api.waf_body_limit_kib * 1024,
+                                text_transformations=[
+                                    wafv2.CfnWebACL.TextTransformationProperty(priority=0, type="NONE")
+                                ],
+                            )
+                        ),
+                        wafv2.CfnWebACL.StatementProperty(
+                            not_statement=wafv2.CfnWebACL.NotStatementProperty(
+                                statement=wafv2.CfnWebACL.StatementProperty(
+                                    byte_match_statement=wafv2.CfnWebACL.ByteMatchStatementProperty(
+                                        field_to_match=wafv2.CfnWebACL.FieldToMatchProperty(uri_path={}),
+                                        positional_constraint="CONTAINS",
+                                        search_string=DOCUMENT_PATHS,
+                                        text_transformations=[
+                                            wafv2.CfnWebACL.TextTransformationProperty(
+                                                priority=0, type="NONE"
+                                            )
+                                        ],
+                                    )
+                                )
+                            )
+                        ),
+                    ]
+                )
+            ),
+            visibility_config=visibility("BodySizeLimit"),
+        )
+        rate_limit = wafv2.CfnWebACL.RuleProperty(
+            name="RateLimitPerIp",
+            priority=1,
+            action=wafv2.CfnWebACL.RuleActionProperty(block={}),
+            statement=wafv2.CfnWebACL.StatementProperty(
+                rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
+                    limit=config.api.waf_rate_limit, aggregate_key_type="IP", evaluation_window_sec=300
+                )
+            ),
+            visibility_config=visibility("RateLimitPerIp"),
+        )
+        acl = wafv2.CfnWebACL(
+            self,
+            "WebAcl",
+            scope="REGIONAL",
+            default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
+            description=f"ragline-{config.stage} API",
+            visibility_config=visibility("api"),
+            association_config=wafv2.CfnWebACL.AssociationConfigProperty(
+                request_body={
+                    "API_GATEWAY": wafv2.CfnWebACL.RequestBodyAssociatedResourceTypeConfigProperty(
+                        default_size_inspection_limit=f"KB_{config.api.waf_body_limit_kib}"
+                    )
+                }
+            ),
+            rules=[
+                managed(0, "AWSManagedRulesAmazonIpReputationList"),
+                rate_limit,
+                body_limit,
+                # SizeRestrictions_BODY (8 KB) would refuse inline documents: BodySizeLimit replaces it.
+                managed(3, "AWSManagedRulesCommonRuleSet", overrides=("SizeRestrictions_BODY",)),
+                managed(4, "AWSManagedRulesKnownBadInputsRuleSet"),
+            ],
+        )
+        wafv2.CfnWebACLAssociation(
+            self,
+            "WebAclAssociation",
+            resource_arn=self.api.deployment_stage.stage_arn,
+            web_acl_arn=acl.attr_arn,
+        )
+        return acl
 
     def _error_responses(self) -> None:
         """Errors API Gateway answers itself (authorizer, throttling, unknown routes) in the same
@@ -135,6 +374,7 @@ class ApiStack(Stack):
                 f"{code.title().replace('_', '')}Response",
                 type=response_type,
                 status_code=status,
+                response_headers={"Retry-After": f"'{RETRY_AFTER[code]}'"} if code in RETRY_AFTER else None,
                 templates={
                     "application/json": (
                         f'{{"error": {{"code": "{code}", '
@@ -154,9 +394,31 @@ class ApiStack(Stack):
             )
         else:
             integration = apigateway.LambdaIntegration(fn.function)
-        return resource.add_method(
+        if route.scope is None:
+            raise ValueError(f"{route.method} {route.path}: every route needs a scope (ragline.topology)")
+        schema = apimodels.request_schema(route.method, route.path)
+        model = None
+        if schema is not None:
+            name = apimodels.model_name(route.method, route.path)
+            self.models[name] = apigateway.CfnModel(
+                self,
+                f"{name}Model",
+                rest_api_id=self.api.rest_api_id,
+                name=name,
+                content_type="application/json",
+                schema=schema,
+            )
+            model = apigateway.Model.from_model_name(self, f"{name}ModelRef", name)
+        method = resource.add_method(
             route.method,
             integration,
             authorizer=self.authorizer,
             authorization_type=apigateway.AuthorizationType.COGNITO,
+            authorization_scopes=[oauth_scope(route.scope)],
+            api_key_required=True,
+            request_validator=self.body_validator if model else None,
+            request_models={"application/json": model} if model else None,
         )
+        if schema is not None:
+            method.node.add_dependency(self.models[name])
+        return method

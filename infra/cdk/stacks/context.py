@@ -48,7 +48,7 @@ class ContextStack(Stack):
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        self.tables: dict[str, dynamodb.Table] = context_tables(self, CONTEXT, config)
+        self.tables: dict[str, dynamodb.Table] = context_tables(self, CONTEXT, config, platform.key)
         retrieve_fn = retrieve.functions[RETRIEVE_FUNCTION].function
         self.functions: dict[str, RaglineFunction] = context_functions(
             self,

@@ -9,14 +9,24 @@ which attaches everything else they need. Writers get write actions; readers onl
 
 from __future__ import annotations
 
-from aws_cdk import Stack
+from pathlib import Path
+
+from aws_cdk import CfnCustomResource, Duration, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_opensearchservice as opensearch
 from constructs import Construct
 
 from infra.cdk.config import DeployConfig, SearchConfig
-from infra.cdk.constructs.function import RaglineFunction, context_functions, lambda_role
+from infra.cdk.constructs.function import (
+    ARCHITECTURE,
+    RUNTIME,
+    RaglineFunction,
+    context_functions,
+    lambda_role,
+)
 from infra.cdk.environment import env
 from infra.cdk.stacks.ingest import IngestStack
 from infra.cdk.stacks.models import ModelsStack
@@ -31,6 +41,9 @@ SEARCH_ACCESS = {"index": SEARCH_WRITE_ACTIONS, "retrieve": SEARCH_READ_ACTIONS}
 # And on which paths (under domain/<name>/): readers only reach `<index or alias>/_search`, since
 # POST is also how _bulk, _update_by_query and _delete_by_query write.
 SEARCH_PATHS = {"index": ("*",), "retrieve": ("*/_search",)}
+# Fine-grained access control: the OpenSearch role each context's IAM roles are mapped to.
+SEARCH_ROLES = {"index": "all_access", "retrieve": "readall"}
+CUSTOM_DIR = Path(__file__).resolve().parents[1] / "custom"
 # Functions that publish nothing (index-saga: the saga reports its outcome through ingest;
 # index-maintenance: the reconciler in ingest reports what it repaired).
 QUIET = {"index-saga", "index-maintenance"}
@@ -66,7 +79,7 @@ class IndexStack(Stack):
         self.search_roles: dict[str, iam.Role] = {
             spec.name: lambda_role(self, spec) for spec in TOPOLOGY.functions if spec.context in SEARCH_ACCESS
         }
-        self.domain = self._domain(config)
+        self.domain = self._domain(config, platform)
         self.search_environment = search_environment(self.domain, models, config.search)
 
         self.functions: dict[str, RaglineFunction] = context_functions(
@@ -88,12 +101,62 @@ class IndexStack(Stack):
             if fn.spec.name not in QUIET:
                 platform.bus.grant_put_events_to(fn.role)
 
-    def _domain(self, config: DeployConfig) -> opensearch.Domain:
+    def _slow_logs(self, config: DeployConfig, domain_name: str) -> opensearch.LoggingOptions:
+        """Search and indexing slow logs to CloudWatch (thresholds are index settings), plus the
+        resource policy that lets the OpenSearch service write them, limited to this domain."""
+        groups = {
+            kind: logs.LogGroup(
+                self,
+                f"{kind}SlowLogs",
+                retention=config.log_retention,
+                removal_policy=config.cdk_removal_policy,
+            )
+            for kind in ("Search", "Index")
+        }
+        logs.ResourcePolicy(
+            self,
+            "SlowLogsPolicy",
+            policy_statements=[
+                iam.PolicyStatement(
+                    principals=[iam.ServicePrincipal("es.amazonaws.com")],
+                    actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                    resources=[group.log_group_arn for group in groups.values()],
+                    conditions={
+                        "StringEquals": {"aws:SourceAccount": self.account},
+                        "ArnLike": {
+                            "aws:SourceArn": self.format_arn(
+                                service="es", resource="domain", resource_name=domain_name
+                            )
+                        },
+                    },
+                )
+            ],
+        )
+        return opensearch.LoggingOptions(
+            slow_search_log_enabled=True,
+            slow_search_log_group=groups["Search"],
+            slow_index_log_enabled=True,
+            slow_index_log_group=groups["Index"],
+        )
+
+    def _domain(self, config: DeployConfig, platform: PlatformStack) -> opensearch.Domain:
         os_config = config.opensearch
         multi_az = os_config.instance_count > 1
         # Named, because its resource policy must name it: a Ref/GetAtt there would be a self-reference.
         domain_name = f"ragline-{config.stage}"
-        paths = self.format_arn(service="es", resource="domain", resource_name=f"{domain_name}/*")
+
+        def paths(context: str) -> list[str]:
+            return [
+                self.format_arn(service="es", resource="domain", resource_name=f"{domain_name}/{path}")
+                for path in SEARCH_PATHS[context]
+            ]
+
+        self.search_admin = iam.Role(
+            self,
+            "SearchAdminRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="ragline OpenSearch master user: maps the search roles (infra/cdk/custom/search_roles.py)",
+        )
         domain = opensearch.Domain(
             self,
             "Search",
@@ -112,11 +175,19 @@ class IndexStack(Stack):
             if multi_az
             else None,
             node_to_node_encryption=True,
-            encryption_at_rest=opensearch.EncryptionAtRestOptions(enabled=True),
+            encryption_at_rest=opensearch.EncryptionAtRestOptions(enabled=True, kms_key=platform.key),
             enforce_https=True,
             tls_security_policy=opensearch.TLSSecurityPolicy.TLS_1_2,
             removal_policy=config.cdk_removal_policy,
-            # Seam: a VPC, dedicated masters, slow logs and zone awareness for production (cdk-nag OS1/3/4/7/9).
+            logging=self._slow_logs(config, domain_name),
+            # IAM (SigV4) *and* OpenSearch's own roles: the master is a role no function has;
+            # search_roles.py maps the index roles to all_access and the retrieve roles to readall.
+            fine_grained_access_control=opensearch.AdvancedSecurityOptions(
+                master_user_arn=self.search_admin.role_arn
+            ),
+            # The logs' resource policy is made below: the L2's would be a Node.js custom resource.
+            suppress_logs_resource_policy=True,
+            # Seam: dedicated masters for production sizes (cdk-nag OS3; OS1 is a choice: infra/cdk/README.md).
         )
         # The resource policy goes on the CloudFormation resource itself: the L2 `access_policies` prop
         # would add a custom resource (a Node.js Lambda) calling UpdateDomainConfig instead.
@@ -126,11 +197,58 @@ class IndexStack(Stack):
             actions = list(SEARCH_ACCESS[context])
             statements.append(
                 iam.PolicyStatement(
-                    principals=[iam.ArnPrincipal(role.role_arn)], actions=actions, resources=[paths]
+                    principals=[iam.ArnPrincipal(role.role_arn)], actions=actions, resources=paths(context)
                 )
             )
-            role.add_to_principal_policy(iam.PolicyStatement(actions=actions, resources=[paths]))
+            role.add_to_principal_policy(iam.PolicyStatement(actions=actions, resources=paths(context)))
+        mappings = self.format_arn(
+            service="es",
+            resource="domain",
+            resource_name=f"{domain_name}/_plugins/_security/api/rolesmapping/*",
+        )
+        admin = iam.PolicyStatement(actions=["es:ESHttpGet", "es:ESHttpPut"], resources=[mappings])
+        self.search_admin.add_to_principal_policy(admin)
+        statements.append(
+            iam.PolicyStatement(
+                principals=[iam.ArnPrincipal(self.search_admin.role_arn)],
+                actions=admin.actions,
+                resources=[mappings],
+            )
+        )
         cfn_domain = domain.node.default_child
         assert isinstance(cfn_domain, opensearch.CfnDomain)
         cfn_domain.access_policies = iam.PolicyDocument(statements=statements).to_json()
+        self._map_search_roles(config, domain)
         return domain
+
+    def _map_search_roles(self, config: DeployConfig, domain: opensearch.Domain) -> None:
+        """A custom resource, run as the master user, that maps each search role to its OpenSearch
+        role (SEARCH_ROLES) on every deploy."""
+        log_group = logs.LogGroup(
+            self, "SearchRolesLogs", retention=config.log_retention, removal_policy=config.cdk_removal_policy
+        )
+        self.search_admin.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[log_group.log_group_arn]
+            )
+        )
+        function = lambda_.Function(
+            self,
+            "SearchRoles",
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            code=lambda_.Code.from_asset(str(CUSTOM_DIR), exclude=["__pycache__"]),
+            handler="search_roles.handler",
+            timeout=Duration.minutes(2),
+            role=self.search_admin,
+            log_group=log_group,
+            tracing=lambda_.Tracing.ACTIVE,
+            description="ragline: maps the search roles into OpenSearch fine-grained access control",
+        )
+        mappings: dict[str, list[str]] = {}
+        for spec_name, role in self.search_roles.items():
+            mappings.setdefault(SEARCH_ROLES[TOPOLOGY.function(spec_name).context], []).append(role.role_arn)
+        resource = CfnCustomResource(self, "SearchRoleMappings", service_token=function.function_arn)
+        resource.add_property_override("Endpoint", domain.domain_endpoint)
+        resource.add_property_override("Mappings", mappings)
+        resource.node.add_dependency(domain)

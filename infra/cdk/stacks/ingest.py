@@ -83,7 +83,9 @@ class IngestStack(Stack):
                 self,
                 f"{pascal(name)}Bucket",
                 block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-                encryption=s3.BucketEncryption.S3_MANAGED,
+                encryption=s3.BucketEncryption.KMS,
+                encryption_key=platform.key,
+                bucket_key_enabled=True,  # one data key per bucket, not a KMS call per object
                 enforce_ssl=True,
                 versioned=True,
                 object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
@@ -95,7 +97,7 @@ class IngestStack(Stack):
             )
             for name in BUCKETS
         }
-        self.tables: dict[str, dynamodb.Table] = context_tables(self, CONTEXT, config)
+        self.tables: dict[str, dynamodb.Table] = context_tables(self, CONTEXT, config, platform.key)
 
         index_queue = platform.queues[POINT_TO_POINT[ChunksReady.DETAIL_TYPE]]
         environment = {

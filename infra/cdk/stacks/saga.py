@@ -57,6 +57,12 @@ MAX_DELAY = Duration.seconds(60)
 BUSY = "DocumentBusy"
 
 
+def saga_logs(destination: logs.ILogGroup) -> sfn.LogOptions:
+    """Every state transition (cdk-nag SF1: an incident needs the path an execution took), without
+    execution data: inputs and outputs carry document ids and tenants, not for the logs."""
+    return sfn.LogOptions(destination=destination, level=sfn.LogLevel.ALL, include_execution_data=False)
+
+
 class SagaStack(Stack):
     def __init__(
         self,
@@ -143,9 +149,7 @@ class SagaStack(Stack):
             state_machine_name=state_machine_name(config.stage, DELETE_STATE_MACHINE),
             definition_body=sfn.DefinitionBody.from_chainable(chain),
             tracing_enabled=True,
-            logs=sfn.LogOptions(
-                destination=log_group, level=sfn.LogLevel.ERROR, include_execution_data=False
-            ),
+            logs=saga_logs(log_group),
             timeout=Duration.hours(2),
             comment="Delete a document: mark, delete vectors (pivot), objects, record, announce (docs/saga.md)",
         )
@@ -220,9 +224,7 @@ class SagaStack(Stack):
             state_machine_name=state_machine_name(config.stage, UPDATE_STATE_MACHINE),
             definition_body=sfn.DefinitionBody.from_chainable(chain),
             tracing_enabled=True,
-            logs=sfn.LogOptions(
-                destination=log_group, level=sfn.LogLevel.ERROR, include_execution_data=False
-            ),
+            logs=saga_logs(log_group),
             timeout=Duration.hours(2),
             comment="Update a document: reserve, chunk, index inactive, activate, switch (pivot), "
             "delete the old vectors, invalidate the answer cache (docs/saga.md)",
