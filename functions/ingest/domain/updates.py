@@ -26,9 +26,7 @@ from ragline.contracts import (
     DocumentStatus,
     DocumentUpdated,
     Operation,
-    OperationError,
     OperationKind,
-    OperationStatus,
     Principal,
     UpdateDocumentRequest,
     new_id,
@@ -43,11 +41,9 @@ from ragline.saga import (
     PARSE_AND_CHUNK,
     RESERVE_VERSION,
     SWITCH_VERSION,
-    failure_message,
 )
 from ragline.search.fields import FilterableFields
 
-from .deletion import _finished, _progress, operation_completed, visible
 from .detect import detect_content_type
 from .documents import inline_bytes, media_type
 from .errors import (
@@ -55,10 +51,9 @@ from .errors import (
     DocumentNotFound,
     DocumentTooLarge,
     InvalidMetadata,
-    OperationNotFound,
-    OperationNotStarted,
     VersionConflict,
 )
+from .operations import OperationRequests, SagaSteps, progress, visible
 from .pipeline import VersionChunker
 from .ports import (
     BlobStore,
@@ -76,15 +71,10 @@ from .ports import (
 )
 
 
-def update_operation_id(principal: Principal, idempotency_key: str, document_id: str) -> str:
-    """The same update request (caller, key, document) names the same operation and execution;
-    never the id a DELETE with the same key would name."""
-    seed = "\n".join(["update", principal.tenant or "", principal.user_id, idempotency_key, document_id])
-    return hashlib.sha256(seed.encode()).hexdigest()[:32]
-
-
-class UpdateRequests:
+class UpdateRequests(OperationRequests):
     """The API's side: start an update."""
+
+    kind = OperationKind.UPDATE
 
     def __init__(
         self,
@@ -99,15 +89,10 @@ class UpdateRequests:
         clock: Callable[[], datetime] = utcnow,
         ids: Callable[[], str] = new_id,
     ) -> None:
-        self._documents = documents
-        self._operations = operations
+        super().__init__(documents, operations, executions, ttl=ttl, clock=clock, ids=ids)
         self._raw = raw
-        self._executions = executions
-        self._ttl = ttl
         self._max_inline_bytes = max_inline_bytes
         self._metadata_fields = metadata_fields or FilterableFields({})
-        self._clock = clock
-        self._ids = ids
 
     def update(
         self,
@@ -118,14 +103,10 @@ class UpdateRequests:
         *,
         idempotency_key: str | None = None,
     ) -> Operation:
-        if self._executions is None:
-            raise OperationNotStarted("no state machine is configured for updates")
-        if idempotency_key is not None:
-            own = update_operation_id(principal, idempotency_key, document_id)
-            if (existing := self._operations.get(own)) is not None:
-                return self._started(existing)
-        else:
-            own = self._ids()
+        self._require_executions()
+        own, existing = self._own_id(principal, idempotency_key, document_id)
+        if existing is not None:
+            return self._started(existing)
         if request.metadata is not None and (
             problems := self._metadata_fields.document_errors(request.metadata)
         ):
@@ -175,53 +156,23 @@ class UpdateRequests:
             "source_version": None if data is not None else (document.source_version or document.version),
             "new_original": data is not None,
         }
-        now = self._clock()
-        record = OperationRecord(
-            operation=Operation(
-                operation_id=own,
-                kind=OperationKind.UPDATE,
-                document_id=document_id,
-                status=OperationStatus.PENDING,
-                current_step=RESERVE_VERSION,
-                version=version,
-                created_at=now,
-                updated_at=now,
-            ),
-            tenant=principal.tenant,
-            requester=principal.user_id,
-            expires_at=now + self._ttl,
-            correlation_id=correlation_id,
-            document=noted,
+        return self._open(
+            own,
+            document_id,
+            principal,
+            correlation_id,
+            first_step=RESERVE_VERSION,
+            version=version,
+            noted=noted,
         )
-        if not self._operations.create(record):  # the same key raced us here: theirs is ours
-            record = self._operations.get(own) or record
-        return self._started(record)
 
-    def _started(self, record: OperationRecord) -> Operation:
-        if record.operation.status != OperationStatus.PENDING or self._executions is None:
-            return record.operation
-        payload = {
-            "operation_id": record.operation.operation_id,
-            "document_id": record.operation.document_id,
-            "correlation_id": record.correlation_id,
-            "kind": OperationKind.UPDATE.value,
-        }
-        try:
-            self._executions.start(record.operation.operation_id, payload)
-        except Exception as exc:
-            failed = _finished(
-                record, self._clock(), error=OperationError(code="operation_not_started", message=str(exc))
-            )
-            self._operations.save(failed)
-            self._documents.release(
-                record.operation.document_id,
-                record.operation.operation_id,
-                version=record.document["previous"],
-            )
-            raise OperationNotStarted(
-                "the update could not be started; send it again with a new key"
-            ) from exc
-        return record.operation
+    def _payload(self) -> dict[str, Any]:
+        return {"kind": OperationKind.UPDATE.value}
+
+    def _not_started(self, record: OperationRecord) -> None:
+        self._documents.release(
+            record.operation.document_id, record.operation.operation_id, version=record.document["previous"]
+        )
 
 
 def new_version(document: Document, noted: dict[str, Any], **changes: Any) -> Document:
@@ -249,10 +200,10 @@ def _claim_key(
     return content_key(tenant, collection, content_hash, groups) if content_hash else None
 
 
-class UpdateSaga:
-    """Ingest's steps of the document-update state machine. Each takes the execution's state
-    (`operation_id`, `document_id`, `correlation_id`, `kind`, and what earlier steps returned:
-    `update` from ReserveVersion, `chunks`, `indexed`, `activated`, `old_vectors`) and is idempotent."""
+class UpdateSaga(SagaSteps):
+    """Ingest's steps of the document-update state machine (see SagaSteps); the execution's state
+    also has `kind`, and what earlier steps returned: `update` from ReserveVersion, `chunks`,
+    `indexed`, `activated`, `old_vectors`."""
 
     def __init__(
         self,
@@ -265,19 +216,8 @@ class UpdateSaga:
         *,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self._documents = documents
-        self._operations = operations
-        self._raw = raw
-        self._parsed = parsed
-        self._publisher = publisher
+        super().__init__(documents, operations, raw, parsed, publisher, clock=clock)
         self._versions = versions
-        self._clock = clock
-
-    def _record(self, state: dict[str, Any]) -> OperationRecord:
-        record = self._operations.get(state["operation_id"])
-        if record is None:
-            raise OperationNotFound(state["operation_id"])
-        return record
 
     def _held(self, record: OperationRecord) -> Document:
         document_id = record.operation.document_id
@@ -294,7 +234,7 @@ class UpdateSaga:
         """Reserve the new version on the document (conditional write); returns the update's plan."""
         record = self._record(state)
         noted = record.document
-        self._operations.save(_progress(record, self._clock(), current=RESERVE_VERSION))
+        self._operations.save(progress(record, self._clock(), current=RESERVE_VERSION))
         document = self._held(record)
         if not self._documents.reserve_version(
             document.id,
@@ -307,7 +247,7 @@ class UpdateSaga:
                 f"document {document.id} is {document.status} at version {document.version}, not indexed at "
                 f"{noted['previous']} with nothing else reserved"
             )
-        self._operations.save(_progress(record, self._clock(), done=RESERVE_VERSION, current=PARSE_AND_CHUNK))
+        self._operations.save(progress(record, self._clock(), done=RESERVE_VERSION, current=PARSE_AND_CHUNK))
         return {"previous": noted["previous"], "version": noted["version"], "collection": noted["collection"]}
 
     def parse_and_chunk(self, state: dict[str, Any]) -> dict[str, Any]:
@@ -316,7 +256,7 @@ class UpdateSaga:
         noted = record.document
         document = new_version(self._held(record), noted)
         count = self._versions.chunk_version(document, noted["raw_key"])
-        self._operations.save(_progress(record, self._clock(), done=PARSE_AND_CHUNK, current=INDEX_VERSION))
+        self._operations.save(progress(record, self._clock(), done=PARSE_AND_CHUNK, current=INDEX_VERSION))
         return {
             "chunks_key": chunks_key(document.id, document.version),
             "chunk_count": count,
@@ -344,7 +284,7 @@ class UpdateSaga:
         steps = [(INDEX_VERSION, state.get("indexed")), (ACTIVATE, state.get("activated"))]
         for step, result in steps:
             done_at = (result or {}).get("completed_at")
-            _progress(
+            progress(
                 record,
                 now,
                 done=step,
@@ -381,7 +321,7 @@ class UpdateSaga:
             new_key=_claim_key(old.tenant, old.collection, noted["content_hash"], noted["allowed_groups"]),
         )
         self._operations.save(
-            _progress(record, self._clock(), done=SWITCH_VERSION, current=DELETE_OLD_VECTORS)
+            progress(record, self._clock(), done=SWITCH_VERSION, current=DELETE_OLD_VECTORS)
         )
 
     def invalidate_cache(self, state: dict[str, Any]) -> None:
@@ -390,7 +330,7 @@ class UpdateSaga:
         noted = record.document
         done_at = (state.get("old_vectors") or {}).get("completed_at")
         self._operations.save(
-            _progress(
+            progress(
                 record,
                 self._clock(),
                 done=DELETE_OLD_VECTORS,
@@ -410,7 +350,7 @@ class UpdateSaga:
                 collection=noted["collection"],
             )
         )
-        self._operations.save(_progress(record, self._clock(), done=INVALIDATE_CACHE, current=COMPLETE))
+        self._operations.save(progress(record, self._clock(), done=INVALIDATE_CACHE, current=COMPLETE))
 
     def complete(self, state: dict[str, Any]) -> None:
         """The document released (another update may start), the operation succeeded."""
@@ -418,9 +358,7 @@ class UpdateSaga:
         self._documents.release(
             record.operation.document_id, record.operation.operation_id, version=record.document["version"]
         )
-        now = self._clock()
-        self._operations.save(_finished(_progress(record, now, done=COMPLETE, current=None), now))
-        self._publisher.publish(operation_completed(record, version=record.document["version"]))
+        self._succeed(record, done=COMPLETE, version=record.document["version"])
 
     # ------------------------------------------------------------------ compensation and failure
 
@@ -448,11 +386,8 @@ class UpdateSaga:
         """The operation failed with the error the Catch caught; after a compensation the document
         (unchanged at its version) is reported with DocumentFailed."""
         record = self._record(state)
-        code, message = failure_message(state.get("error"))
-        now = self._clock()
-        self._operations.save(_finished(record, now, error=OperationError(code=code, message=message)))
         # Failed, the document stays at the version it had (unknown if the update failed before noting it).
-        self._publisher.publish(operation_completed(record, version=(record.document or {}).get("previous")))
+        code, message = self._fail(record, state, version=(record.document or {}).get("previous"))
         if (state.get("compensated") or {}).get("released"):
             noted = record.document
             document_id = record.operation.document_id
