@@ -241,6 +241,31 @@ def test_rows_are_searchable_before_and_after_they_are_folded_into_the_fts_index
         assert unindexed == (n + 1) % 3, f"after write {n + 1}"
 
 
+def test_a_write_folds_in_every_writers_flat_rows_once_they_reach_a_tenth_of_the_table(tmp_path):
+    def writer() -> LanceIndex:
+        return LanceIndex(
+            connect(tmp_path), "chunks", dimension=DIM, optimize_min_rows=4, optimize_after_rows=10
+        )
+
+    first, second = writer(), writer()
+    first.ensure_index()
+    table = connect(tmp_path).open_table("chunks")
+    fts_index = next(i.name for i in table.list_indices() if i.columns == ["text"])
+    rows = (item(chunk(f"d{n}", f"Note {n}."), [1.0, 0.0, 0.0, float(n)]) for n in range(1000))
+
+    def write(idx: LanceIndex, count: int) -> int:
+        idx.upsert([next(rows) for _ in range(count)])
+        return table.index_stats(fts_index).num_unindexed_rows
+
+    assert write(first, 3) == 3  # below the floor of 4
+    assert write(second, 1) == 0  # 4 flat rows, 3 of them written by the other writer
+    assert write(first, 60) == 0
+    assert write(second, 6) == 6  # 6 of 70 rows: below a tenth
+    assert write(first, 1) == 0  # 7 of 71
+    assert write(second, 100) == 0
+    assert [write(first, 1) for _ in range(10)] == [*range(1, 10), 0]  # a tenth is 18: the cap of 10
+
+
 # ------------------------------------------------------------------------------ typed filters
 
 FIELDS = FilterableFields(

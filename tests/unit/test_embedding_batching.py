@@ -155,6 +155,46 @@ def test_settings_come_from_the_environment() -> None:
         serve.ServerConfig.from_env({"MAX_BATCH_TEXTS": "0"})
 
 
+def test_small_passes_run_on_one_cpu_thread_and_larger_ones_on_all() -> None:
+    torch = pytest.importorskip("torch")
+
+    class Model:
+        device = "cpu"
+
+        def __init__(self) -> None:
+            self.threads: list[int] = []
+
+        def __call__(self, features: dict) -> dict:
+            self.threads.append(torch.get_num_threads())
+            return {"sentence_embedding": torch.zeros(len(features["input_ids"]), 3)}
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = Model()
+        backend = serve.TorchBackend(model, ["input_ids"], small_pass_tokens=128)
+        query = {"input_ids": np.ones((1, 20), dtype=np.int64)}
+        batch = {"input_ids": np.ones((8, 256), dtype=np.int64)}
+        for inputs in (query, batch, query, {"input_ids": np.ones((2, 64), dtype=np.int64)}):
+            backend.forward(inputs)
+        assert model.threads == [1, 2, 1, 1]  # 2 x 64 = 128 padded tokens is still small
+
+        torch.set_num_threads(2)
+        everywhere = Model()
+        serve.TorchBackend(everywhere, ["input_ids"], small_pass_tokens=0).forward(query)
+        assert everywhere.threads == [2]
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_small_pass_setting() -> None:
+    assert serve.ServerConfig.from_env({}).small_pass_tokens == serve.SMALL_PASS_TOKENS
+    assert serve.ServerConfig.from_env({"SMALL_PASS_TOKENS": "0"}).small_pass_tokens == 0
+    assert serve.ServerConfig.from_env({"SMALL_PASS_TOKENS": "64"}).small_pass_tokens == 64
+    with pytest.raises(ValueError, match="SMALL_PASS_TOKENS"):
+        serve.ServerConfig.from_env({"SMALL_PASS_TOKENS": "-1"})
+
+
 def test_model_resolution(tmp_path: Path) -> None:
     bundled = str(BUNDLED)
     assert serve.resolve_model({}, tmp_path) == serve.ModelSource(bundled, serve.BUNDLED_MODEL_NAME)
