@@ -27,6 +27,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -180,13 +181,29 @@ def _reindex(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client(service: str, local_url: str | None, **kwargs: Any) -> Any:
+    """A boto3 client: for AWS with your credentials and region, or for the local platform's
+    endpoint `local_url` (which accepts any credentials)."""
+    import boto3
+
+    if local_url is None:
+        return boto3.client(service, **kwargs)
+    return boto3.client(
+        service,
+        endpoint_url=local_url,
+        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+        **kwargs,
+    )
+
+
 def _reconcile(args: argparse.Namespace) -> int:
     """Invoke `ingest-reconcile` (the scheduled function itself, not a copy of its logic): on the
     local platform through its Lambda Invoke emulator, or with --aws the deployed one. Prints the
     report; exits 1 while findings remain (a dry run's, or repairs that failed)."""
     import json
 
-    import boto3
     from botocore.config import Config
 
     from ragline.topology import physical_name
@@ -196,17 +213,7 @@ def _reconcile(args: argparse.Namespace) -> int:
         return 2
     # A full pass may take minutes: wait for it, and never send it twice.
     config = Config(read_timeout=960, retries={"total_max_attempts": 1})
-    if args.aws:
-        client = boto3.client("lambda", config=config)
-    else:
-        client = boto3.client(
-            "lambda",
-            endpoint_url=args.lambda_url,
-            region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-            config=config,
-        )
+    client = _client("lambda", None if args.aws else args.lambda_url, config=config)
     payload = json.dumps({"dry_run": args.dry_run}).encode()
     response = client.invoke(FunctionName=args.function or physical_name("ingest-reconcile"), Payload=payload)
     report = json.loads(response["Payload"].read() or b"null")
@@ -220,20 +227,10 @@ def _reconcile(args: argparse.Namespace) -> int:
 def _dlq(args: argparse.Namespace) -> int:
     """List the dead-letter queues' depths, or redrive one queue's: on the local platform's moto
     server, or with --aws in the deployment of --stage (your AWS credentials and region)."""
-    import boto3
 
     from ragline.dlq import RedriveError, deployed_pairs, depth, local_pairs, redrive
 
-    if args.aws:
-        sqs = boto3.client("sqs")
-    else:
-        sqs = boto3.client(
-            "sqs",
-            endpoint_url=args.moto_url,
-            region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-        )
+    sqs = _client("sqs", None if args.aws else args.moto_url)
     try:
         pairs = {p.name: p for p in (deployed_pairs(sqs, args.stage) if args.aws else local_pairs(sqs))}
         if args.dlq_command == "list":

@@ -8,18 +8,20 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from aws_lambda_powertools.event_handler.exceptions import ServiceError
+from aws_lambda_powertools.event_handler.exceptions import ServiceError, UnauthorizedError
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
 
-from ragline.contracts import ErrorBody, ErrorResponse
+from ragline.contracts import ErrorBody, ErrorResponse, Principal
+from ragline.identity import principal_from_claims
 
 _log = logging.getLogger(__name__)
 
@@ -124,3 +126,31 @@ def install_error_handlers(app: APIGatewayRestResolver, logger: Logger | None = 
     def _unexpected(exc: Exception) -> Response:
         (logger or _log).exception("unhandled error")
         return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "Internal server error")
+
+
+def install_domain_errors(
+    app: APIGatewayRestResolver,
+    logger: Logger,
+    base: type[Exception],
+    statuses: Mapping[type[Exception], HTTPStatus],
+) -> None:
+    """A context's domain errors (subclasses of `base`, each with a stable `code`) as ErrorResponses,
+    with the status of the first class in `statuses` they are; any other is a 500, logged."""
+
+    @app.exception_handler(base)
+    def _domain_error(exc: Exception) -> Response:
+        status = next(
+            (s for cls, s in statuses.items() if isinstance(exc, cls)), HTTPStatus.INTERNAL_SERVER_ERROR
+        )
+        code = getattr(exc, "code", "internal_error")
+        if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+            logger.exception("request failed", extra={"code": code})
+        return error_response(status, code, str(exc))
+
+
+def caller(app: APIGatewayRestResolver) -> Principal:
+    """Who is calling, from the claims the authorizer verified (401 when there are none)."""
+    claims = app.current_event.request_context.authorizer.claims
+    if not claims or not claims.get("sub"):
+        raise UnauthorizedError("Authentication required")
+    return principal_from_claims(claims)

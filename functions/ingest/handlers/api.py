@@ -23,7 +23,6 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from aws_lambda_powertools.event_handler.exceptions import UnauthorizedError
 from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -75,8 +74,8 @@ from ragline.contracts import (
     UpdateDocumentRequest,
     new_id,
 )
-from ragline.http import error_response, install_error_handlers
-from ragline.identity import principal_from_claims
+from ragline.http import caller as http_caller
+from ragline.http import install_domain_errors, install_error_handlers
 from ragline.observability import logger as make_logger
 
 CORRELATION_HEADER = "X-Correlation-Id"
@@ -127,20 +126,10 @@ def create_app(
     app = APIGatewayRestResolver(enable_validation=True)
     install_error_handlers(app, logger)
 
-    @app.exception_handler(IngestError)
-    def _domain_error(exc: IngestError) -> Response:
-        status = next(
-            (s for cls, s in _DOMAIN_STATUS.items() if isinstance(exc, cls)), HTTPStatus.INTERNAL_SERVER_ERROR
-        )
-        if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
-            logger.exception("request failed", extra={"code": exc.code})
-        return error_response(status, exc.code, str(exc))
+    install_domain_errors(app, logger, IngestError, _DOMAIN_STATUS)
 
     def caller() -> Principal:
-        claims = app.current_event.request_context.authorizer.claims
-        if not claims or not claims.get("sub"):
-            raise UnauthorizedError("Authentication required")
-        return principal_from_claims(claims)
+        return http_caller(app)
 
     def correlation_id() -> str:
         event = app.current_event

@@ -11,7 +11,6 @@ from http import HTTPStatus
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from aws_lambda_powertools.event_handler.exceptions import UnauthorizedError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.notify import wiring
@@ -24,8 +23,8 @@ from ragline.contracts import (
     Subscription,
     SubscriptionList,
 )
-from ragline.http import error_response, install_error_handlers
-from ragline.identity import principal_from_claims
+from ragline.http import caller as http_caller
+from ragline.http import install_domain_errors, install_error_handlers
 from ragline.observability import logger as make_logger
 
 logger = make_logger("notify-api")
@@ -39,20 +38,10 @@ def create_app(service: Callable[[], SubscriptionService]) -> APIGatewayRestReso
     app = APIGatewayRestResolver(enable_validation=True)
     install_error_handlers(app, logger)
 
-    @app.exception_handler(NotifyError)
-    def _domain_error(exc: NotifyError) -> Response:
-        status = next(
-            (s for cls, s in _DOMAIN_STATUS.items() if isinstance(exc, cls)), HTTPStatus.INTERNAL_SERVER_ERROR
-        )
-        if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
-            logger.exception("request failed", extra={"code": exc.code})
-        return error_response(status, exc.code, str(exc))
+    install_domain_errors(app, logger, NotifyError, _DOMAIN_STATUS)
 
     def caller() -> Principal:
-        claims = app.current_event.request_context.authorizer.claims
-        if not claims or not claims.get("sub"):
-            raise UnauthorizedError("Authentication required")
-        return principal_from_claims(claims)
+        return http_caller(app)
 
     @app.post("/v1/subscriptions")
     def create_subscription(body: CreateSubscriptionRequest) -> Response[CreatedSubscription]:

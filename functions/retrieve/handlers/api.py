@@ -7,15 +7,13 @@ from http import HTTPStatus
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.exceptions import UnauthorizedError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.retrieve import wiring
 from functions.retrieve.domain.errors import EmbeddingUnavailable
 from ragline.contracts import SearchRequest, SearchResponse
-from ragline.http import error_response, install_error_handlers
-from ragline.identity import principal_from_claims
+from ragline.http import caller, error_response, install_error_handlers
 from ragline.observability import logger as make_logger
 from ragline.search.fields import InvalidFilter
 from ragline.settings import get_settings
@@ -49,10 +47,7 @@ def _invalid_filter(exc: InvalidFilter) -> Response:
 
 @app.post("/v1/search")
 def search(request: SearchRequest) -> SearchResponse:
-    claims = app.current_event.request_context.authorizer.claims
-    if not claims.get("sub"):
-        raise UnauthorizedError("No authenticated caller")
-    principal = principal_from_claims(claims)
+    principal = caller(app)
     logger.append_keys(user_id=principal.user_id)
     return wiring.service().search(principal, request)
 
