@@ -181,7 +181,7 @@ def _reindex(args: argparse.Namespace) -> int:
     return 0
 
 
-def _client(service: str, local_url: str | None, **kwargs: Any) -> Any:
+def _boto3_client(service: str, local_url: str | None, **kwargs: Any) -> Any:
     """A boto3 client: for AWS with your credentials and region, or for the local platform's
     endpoint `local_url` (which accepts any credentials)."""
     import boto3
@@ -213,7 +213,7 @@ def _reconcile(args: argparse.Namespace) -> int:
         return 2
     # A full pass may take minutes: wait for it, and never send it twice.
     config = Config(read_timeout=960, retries={"total_max_attempts": 1})
-    client = _client("lambda", None if args.aws else args.lambda_url, config=config)
+    client = _boto3_client("lambda", None if args.aws else args.lambda_url, config=config)
     payload = json.dumps({"dry_run": args.dry_run}).encode()
     response = client.invoke(FunctionName=args.function or physical_name("ingest-reconcile"), Payload=payload)
     report = json.loads(response["Payload"].read() or b"null")
@@ -230,7 +230,7 @@ def _dlq(args: argparse.Namespace) -> int:
 
     from ragline.dlq import RedriveError, deployed_pairs, depth, local_pairs, redrive
 
-    sqs = _client("sqs", None if args.aws else args.moto_url)
+    sqs = _boto3_client("sqs", None if args.aws else args.moto_url)
     try:
         pairs = {p.name: p for p in (deployed_pairs(sqs, args.stage) if args.aws else local_pairs(sqs))}
         if args.dlq_command == "list":
