@@ -145,6 +145,7 @@ def _eval_beir(args: argparse.Namespace) -> int:
         state_dir=args.eval_state_dir or (args.state_dir if args.url else None),
         url=args.url,
         token=args.token,
+        api_key=args.api_key,
     )
     try:
         dataset = dataset_for(options)
@@ -365,6 +366,11 @@ def main(argv: list[str] | None = None) -> int:
         "sweeps), keep `ragline dev` running and pass --url (its --state-dir signs the token)",
     )
     beir.add_argument("--url", help="a running gateway to evaluate instead of starting a platform")
+    beir.add_argument(
+        "--api-key",
+        default=os.environ.get("RAGLINE_API_KEY"),
+        help="x-api-key, with --url (a usage plan's key)",
+    )
     beir.add_argument(
         "--token", default=os.environ.get("RAGLINE_TOKEN"), help="with --url; default: a local token"
     )

@@ -40,6 +40,7 @@ class Options:
     state_dir: Path | None = None
     url: str | None = None  # a running gateway instead of starting a platform
     token: str | None = None
+    api_key: str | None = None  # x-api-key, for a gateway that requires one
 
 
 @dataclass
@@ -184,9 +185,13 @@ def run_beir(
 ) -> Report:
     with (
         _api(options) as (base_url, token),
-        httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=120) as http,
+        httpx.Client(base_url=base_url, headers=_headers(token, options.api_key), timeout=120) as http,
     ):
         return evaluate(PlatformClient(http), dataset, options, progress=progress)
+
+
+def _headers(token: str, api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", **({"x-api-key": api_key} if api_key else {})}
 
 
 @contextmanager
