@@ -90,10 +90,10 @@ def openapi() -> dict[str, Any]:
             {path: item for path, item in part.get("paths", {}).items() if path in routed}
         )
         document["components"]["schemas"].update(part.get("components", {}).get("schemas", {}))
-    scopes = {(r.method.lower(), r.path): r.scope for f in TOPOLOGY.functions for r in f.routes}
+    scopes = TOPOLOGY.route_scopes()
     for path, item in document["paths"].items():
         for method, operation in item.items():
-            scope = oauth_scope(scopes[(method, path)])
+            scope = oauth_scope(scopes[(method.upper(), path)])
             operation["security"] = [
                 {"bearer": [scope], "apiKey": []},
                 {"clientCredentials": [scope], "apiKey": []},

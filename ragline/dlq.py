@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ragline.topology import TOPOLOGY, dlq_name, physical_name
+from ragline.topology import TOPOLOGY, dlq_name, pascal, physical_name
 
 BATCH = 10  # SQS's largest receive and send batch
 # Longer than a batch takes to send: received messages are not handed out again meanwhile.
@@ -49,8 +49,7 @@ def deployed_pairs(sqs: Any, stage: str) -> list[QueuePair]:
     `Ragline-<stage>-Platform-<Queue|Dlq logical id>-<suffix>`, and a DLQ knows its source queue."""
     pairs = []
     for spec in TOPOLOGY.queues:
-        pascal = "".join(part.capitalize() for part in spec.name.split("-"))
-        prefix = f"Ragline-{stage}-Platform-{pascal}Dlq"
+        prefix = f"Ragline-{stage}-Platform-{pascal(spec.name)}Dlq"
         dlqs = sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls", [])
         if len(dlqs) != 1:
             raise RedriveError(

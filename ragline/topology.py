@@ -158,6 +158,10 @@ class Topology:
     def consumer_of(self, queue: str) -> FunctionSpec:
         return next(f for f in self.functions if f.queue == queue)
 
+    def route_scopes(self) -> dict[tuple[str, str], str | None]:
+        """(METHOD, path) -> the scope its token needs, for every route."""
+        return {(r.method, r.path): r.scope for f in self.functions for r in f.routes}
+
 
 TOPOLOGY = Topology(
     tables=(
@@ -401,6 +405,12 @@ TOPOLOGY = Topology(
         ),
     ),
 )
+
+
+def pascal(name: str) -> str:
+    """A topology name as CDK construct ids spell it (kebab-case -> PascalCase): the CDK app names its
+    constructs so, and `ragline dlq` finds deployed queues by them."""
+    return "".join(part.capitalize() for part in name.replace("_", "-").split("-"))
 
 
 def physical_name(name: str) -> str:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ragline.topology import pascal
 
-def pascal(name: str) -> str:
-    return "".join(part.capitalize() for part in name.replace("_", "-").split("-"))
+__all__ = ["function_name", "pascal", "rule_name", "state_machine_name"]
 
 
 def rule_name(stage: str, rule: str) -> str:

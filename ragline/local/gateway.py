@@ -56,7 +56,7 @@ def error(status: int, code: str, message: str, headers: Mapping[str, str] | Non
 
 def topology_scopes() -> dict[tuple[str, str], str]:
     """(method, path) -> the scope its token needs, for every route of the topology."""
-    return {(r.method, r.path): r.scope for f in TOPOLOGY.functions for r in f.routes if r.scope}
+    return {route: scope for route, scope in TOPOLOGY.route_scopes().items() if scope}
 
 
 class Door:

@@ -17,7 +17,6 @@ from typing import Any
 from ragline.contracts import (
     Document,
     DocumentDeleted,
-    DocumentFailed,
     DocumentStatus,
     Operation,
     OperationKind,
@@ -215,22 +214,8 @@ class DeleteSaga(SagaSteps):
         noted = state.get("document") or record.document
         code, message = self._fail(record, state, version=(noted or {}).get("version"))
         if (state.get("compensated") or {}).get("restored") and noted:
-            document_id = record.operation.document_id
-            self._publisher.publish(
-                DocumentFailed(
-                    metadata=event_metadata(
-                        record.correlation_id,
-                        document_id,
-                        noted["version"],
-                        f"delete-failed-{record.operation.operation_id}",
-                        tenant=record.tenant,
-                    ),
-                    document_id=document_id,
-                    version=noted["version"],
-                    stage="ingest",
-                    code="delete_failed",
-                    reason=f"{code}: {message}; the document was restored",
-                )
+            self._report_compensated(
+                record, noted["version"], "delete", f"{code}: {message}; the document was restored"
             )
 
 

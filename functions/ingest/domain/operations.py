@@ -11,6 +11,7 @@ from typing import Any
 
 from ragline.contracts import (
     Document,
+    DocumentFailed,
     EventMetadata,
     Operation,
     OperationCompleted,
@@ -33,6 +34,7 @@ from .ports import (
     ExecutionStarter,
     OperationRecord,
     OperationRepository,
+    event_metadata,
 )
 
 
@@ -256,3 +258,23 @@ class SagaSteps:
         self._operations.save(finished(record, now, error=OperationError(code=code, message=message)))
         self._publisher.publish(operation_completed(record, version=version))
         return code, message
+
+    def _report_compensated(self, record: OperationRecord, version: int, what: str, reason: str) -> None:
+        """DocumentFailed (`<what>_failed`) for a document a compensation put back as it was."""
+        document_id = record.operation.document_id
+        self._publisher.publish(
+            DocumentFailed(
+                metadata=event_metadata(
+                    record.correlation_id,
+                    document_id,
+                    version,
+                    f"{what}-failed-{record.operation.operation_id}",
+                    tenant=record.tenant,
+                ),
+                document_id=document_id,
+                version=version,
+                stage="ingest",
+                code=f"{what}_failed",
+                reason=reason,
+            )
+        )

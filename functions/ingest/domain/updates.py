@@ -22,7 +22,6 @@ from typing import Any
 
 from ragline.contracts import (
     Document,
-    DocumentFailed,
     DocumentStatus,
     DocumentUpdated,
     Operation,
@@ -390,20 +389,5 @@ class UpdateSaga(SagaSteps):
         code, message = self._fail(record, state, version=(record.document or {}).get("previous"))
         if (state.get("compensated") or {}).get("released"):
             noted = record.document
-            document_id = record.operation.document_id
-            self._publisher.publish(
-                DocumentFailed(
-                    metadata=event_metadata(
-                        record.correlation_id,
-                        document_id,
-                        noted["version"],
-                        f"update-failed-{record.operation.operation_id}",
-                        tenant=record.tenant,
-                    ),
-                    document_id=document_id,
-                    version=noted["version"],
-                    stage="ingest",
-                    code="update_failed",
-                    reason=f"{code}: {message}; the document stays at version {noted['previous']}",
-                )
-            )
+            reason = f"{code}: {message}; the document stays at version {noted['previous']}"
+            self._report_compensated(record, noted["version"], "update", reason)

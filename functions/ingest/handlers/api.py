@@ -81,6 +81,22 @@ from ragline.observability import logger as make_logger
 CORRELATION_HEADER = "X-Correlation-Id"
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 IDEMPOTENCY_KEY = r"^[\x21-\x7e]{1,255}$"  # printable ASCII without spaces (UUIDs, ULIDs, ...)
+# DELETE and PUT: the key names the operation they start.
+OperationKey = Annotated[
+    str | None,
+    Header(pattern=IDEMPOTENCY_KEY, description="Makes retries safe: the same key gets the same operation"),
+]
+
+
+def _accepted(operation: Operation, correlation_id: str) -> Response[Operation]:
+    """202 for an operation a saga runs, with where to follow it."""
+    return Response(
+        status_code=HTTPStatus.ACCEPTED,
+        content_type=content_types.APPLICATION_JSON,
+        body=operation,
+        headers={"Location": f"/v1/operations/{operation.operation_id}", CORRELATION_HEADER: correlation_id},
+    )
+
 
 _DOMAIN_STATUS: dict[type[IngestError], HTTPStatus] = {
     DocumentTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
@@ -218,13 +234,7 @@ def create_app(
     @app.delete("/v1/documents/<document_id>")
     def delete_document(
         document_id: str,
-        idempotency_key: Annotated[
-            str | None,
-            Header(
-                pattern=IDEMPOTENCY_KEY,
-                description="Makes retries safe: the same key gets the same operation",
-            ),
-        ] = None,
+        idempotency_key: OperationKey = None,
     ) -> Response[Operation]:
         principal = caller()
         cid = correlation_id()
@@ -234,24 +244,13 @@ def create_app(
             "delete accepted",
             extra={"document_id": document_id, "operation_id": operation.operation_id},
         )
-        return Response(
-            status_code=HTTPStatus.ACCEPTED,
-            content_type=content_types.APPLICATION_JSON,
-            body=operation,
-            headers={"Location": f"/v1/operations/{operation.operation_id}", CORRELATION_HEADER: cid},
-        )
+        return _accepted(operation, cid)
 
     @app.put("/v1/documents/<document_id>")
     def update_document(
         document_id: str,
         body: UpdateDocumentRequest,
-        idempotency_key: Annotated[
-            str | None,
-            Header(
-                pattern=IDEMPOTENCY_KEY,
-                description="Makes retries safe: the same key gets the same operation",
-            ),
-        ] = None,
+        idempotency_key: OperationKey = None,
     ) -> Response[Operation]:
         principal = caller()
         cid = correlation_id()
@@ -265,12 +264,7 @@ def create_app(
                 "version": operation.version,
             },
         )
-        return Response(
-            status_code=HTTPStatus.ACCEPTED,
-            content_type=content_types.APPLICATION_JSON,
-            body=operation,
-            headers={"Location": f"/v1/operations/{operation.operation_id}", CORRELATION_HEADER: cid},
-        )
+        return _accepted(operation, cid)
 
     @app.get("/v1/operations/<operation_id>")
     def get_operation(operation_id: str) -> Operation:
