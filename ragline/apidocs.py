@@ -63,7 +63,9 @@ def openapi() -> dict[str, Any]:
                 "clientCredentials": {
                     "type": "oauth2",
                     "description": "Machine clients: the client-credentials grant at the Cognito domain's "
-                    "token endpoint (locally: `ragline client`, then POST /oauth2/token).",
+                    "token endpoint (locally: `ragline client`, then POST /oauth2/token); the token's "
+                    "`ragline:groups` and `custom:tenant` (the client's configured groups and tenant) "
+                    "decide what it sees.",
                     "flows": {
                         "clientCredentials": {
                             "tokenUrl": "/oauth2/token",

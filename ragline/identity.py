@@ -12,6 +12,10 @@ from ragline.contracts import Principal
 from ragline.topology import RESOURCE_SERVER
 
 GROUPS_CLAIM = "cognito:groups"
+# A machine client's groups: Cognito puts `cognito:groups` only into people's tokens, so the pre-token
+# trigger (infra/cdk/triggers/pre_token.py) gives a client-credentials token this claim instead,
+# space-separated like `scope` (group names hold no whitespace). Read for machine tokens only.
+MACHINE_GROUPS_CLAIM = "ragline:groups"
 TENANT_CLAIM = "custom:tenant"
 # OAuth scopes, space-separated as Cognito access tokens carry them: "ragline/search ragline/answers".
 SCOPE_CLAIM = "scope"
@@ -36,10 +40,17 @@ def scopes_from_claims(claims: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(name.removeprefix(prefix) for name in names if name.startswith(prefix))
 
 
+def is_machine(claims: Mapping[str, Any]) -> bool:
+    """A client-credentials token: Cognito issues it with the app client's id as its subject."""
+    return claims.get(CLIENT_ID_CLAIM) is not None and claims.get(CLIENT_ID_CLAIM) == claims.get("sub")
+
+
 def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
+    # Each kind of token is read from its own claim, so neither can borrow the other's.
+    groups_claim = MACHINE_GROUPS_CLAIM if is_machine(claims) else GROUPS_CLAIM
     return Principal(
         user_id=str(claims["sub"]),
-        groups=_groups(claims.get(GROUPS_CLAIM)),
+        groups=_groups(claims.get(groups_claim)),
         tenant=claims.get(TENANT_CLAIM) or None,
     )
 

@@ -9,17 +9,18 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from aws_cdk import App, RemovalPolicy
 from aws_cdk import aws_logs as logs
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from infra.cdk.packaging import BUNDLED_TOKENIZER, LLM_TOKENIZER_FILE, REPO_ROOT
 from ragline.contracts import FilterableFieldType
 from ragline.settings import Settings
 from ragline.tiers import DEFAULT_TIERS, Tier, tiers_from_context
+from ragline.topology import SCOPES
 
 _DEFAULTS = Settings.model_construct()  # field defaults only: nothing read from the environment
 
@@ -226,6 +227,21 @@ class ModelConfig(_Context):
         return not (self.image_uri or self.model_data_url or "MODEL_PATH" in self.environment)
 
 
+# A Cognito group's name (what `cognito:groups` and document `allowed_groups` hold): no whitespace, so
+# a machine's groups travel space-separated in one claim (ragline.identity.MACHINE_GROUPS_CLAIM).
+GroupName = Annotated[str, StringConstraints(pattern=r"^\S{1,128}$")]
+MachineClientName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
+
+
+class MachineClientConfig(_Context):
+    """A client-credentials app client (`api.machineClients.<name>`): the scopes it may ask for, and
+    the groups and tenant its access tokens carry (added by infra/cdk/triggers/pre_token.py)."""
+
+    scopes: tuple[Literal[SCOPES], ...] = Field(default=SCOPES, min_length=1)  # type: ignore[valid-type]
+    groups: tuple[GroupName, ...] = ()
+    tenant: str | None = Field(default=None, min_length=1, max_length=256)
+
+
 class ApiConfig(_Context):
     # The stage's ceiling for all callers together; each API key's usage plan (apiTiers) limits one caller.
     throttle_rate_limit: float = 200
@@ -245,6 +261,10 @@ class ApiConfig(_Context):
     )
     waf_body_limit_kib: Literal[8, 16, 32, 48, 64] = Field(
         default=16, description="Largest request body outside /v1/documents (WAF inspects this much)"
+    )
+    # Without groups a machine can write and start work but sees no document (ragline.identity.can_see).
+    machine_clients: dict[MachineClientName, MachineClientConfig] = Field(
+        default_factory=lambda: {"default": MachineClientConfig()}
     )
 
 

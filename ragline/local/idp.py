@@ -1,6 +1,7 @@
 """The local identity provider: an RSA key under the state directory, tokens shaped like Cognito
-access tokens (with the user's groups and tenant, as the deployed pool's token customization adds
-them), and the JWKS the local gateway verifies them against (as the Cognito authorizer does).
+access tokens (with the caller's groups and tenant in the claims the deployed pool's pre-token
+trigger gives people and machines), and the JWKS the local gateway verifies them against (as the
+Cognito authorizer does).
 
 Every token carries the OAuth scopes (topology.SCOPES) of the app client it was issued to: people
 get theirs through the user app client, which allows every scope; machines register a client
@@ -24,7 +25,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ragline.identity import CLIENT_ID_CLAIM, GROUPS_CLAIM, SCOPE_CLAIM, TENANT_CLAIM
+from ragline.identity import CLIENT_ID_CLAIM, GROUPS_CLAIM, MACHINE_GROUPS_CLAIM, SCOPE_CLAIM, TENANT_CLAIM
 from ragline.topology import SCOPES, oauth_scope
 
 ISSUER = "urn:ragline:local-idp"
@@ -101,7 +102,8 @@ class LocalIdentityProvider:
     ) -> str:
         """A person's token from the user app client: every scope unless `scopes` narrows them."""
         granted = _granted(scopes, SCOPES)
-        return self._sign(user, USER_CLIENT_ID, granted, groups, tenant, ttl_s, {"cognito:username": user})
+        claims = {"cognito:username": user, GROUPS_CLAIM: sorted(groups)}
+        return self._sign(user, USER_CLIENT_ID, granted, tenant, ttl_s, claims)
 
     def register_client(
         self, name: str, scopes: Iterable[str], *, groups: Iterable[str] = (), tenant: str | None = None
@@ -135,7 +137,9 @@ class LocalIdentityProvider:
         if not hmac.compare_digest(digest, expected) or client is None:
             raise InvalidClient("unknown client or wrong secret")
         granted = _granted(scopes, client.scopes)
-        return self._sign(client_id, client_id, granted, client.groups, client.tenant, ttl_s, {})
+        # As the V3_0 trigger writes a machine's groups: its own claim, space-separated, absent if none.
+        claims = {MACHINE_GROUPS_CLAIM: " ".join(client.groups)} if client.groups else {}
+        return self._sign(client_id, client_id, granted, client.tenant, ttl_s, claims)
 
     def verify(self, token: str) -> Mapping[str, Any]:
         """Signature (by kid from the JWKS), issuer, audience and expiry; raises jwt.InvalidTokenError."""
@@ -158,7 +162,6 @@ class LocalIdentityProvider:
         subject: str,
         client_id: str,
         scopes: Iterable[str],
-        groups: Iterable[str],
         tenant: str | None,
         ttl_s: int,
         extra: Mapping[str, Any],
@@ -167,7 +170,6 @@ class LocalIdentityProvider:
         claims: dict[str, Any] = {
             **extra,
             "sub": subject,
-            GROUPS_CLAIM: sorted(groups),
             SCOPE_CLAIM: " ".join(oauth_scope(scope) for scope in scopes),
             CLIENT_ID_CLAIM: client_id,
             "iss": ISSUER,

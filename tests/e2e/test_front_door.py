@@ -61,6 +61,52 @@ def test_a_machine_client_gets_its_token_with_client_credentials(platform, http:
     assert wider.status_code == 400 and wider.json()["error"] == "invalid_scope"
 
 
+def machine_token(platform, http: httpx.Client, name: str, *options: str) -> dict[str, str]:
+    registered = dict(
+        line.split("=", 1) for line in cli(platform, "client", "--name", name, *options).splitlines()
+    )
+    granted = http.post(
+        "/oauth2/token",
+        data={"grant_type": "client_credentials"},
+        auth=(registered["client_id"], registered["client_secret"]),
+    )
+    assert granted.status_code == 200, granted.text
+    return auth(granted.json()["access_token"])
+
+
+def test_a_machine_sees_the_documents_of_its_groups_in_its_tenant_only(platform, http: httpx.Client):
+    scopes = ("--scopes", "documents:read", "documents:write", "search")
+    writer = machine_token(platform, http, "importer", *scopes, "--groups", "ledger", "--tenant", "acme")
+    created = http.post(
+        "/v1/documents",
+        headers=writer,
+        json={
+            "title": "Quarterly ledger",
+            "text": "The osprey ledger closed in March.",
+            "allowed_groups": ["ledger"],
+        },
+    )
+    assert created.status_code == 202, created.text
+    document_id = created.json()["document_id"]
+    deadline = time.monotonic() + 120
+    while (status := http.get(f"/v1/documents/{document_id}", headers=writer).json()["status"]) != "indexed":
+        assert status != "failed" and time.monotonic() < deadline, status
+        time.sleep(0.1)
+
+    def found(headers: dict[str, str]) -> bool:
+        response = http.post("/v1/search", headers=headers, json={"query": "osprey ledger"})
+        assert response.status_code == 200, response.text
+        return document_id in {hit["document_id"] for hit in response.json()["hits"]}
+
+    assert found(writer)
+    assert not found(machine_token(platform, http, "no-groups", *scopes, "--tenant", "acme"))
+    assert not found(
+        machine_token(platform, http, "elsewhere", *scopes, "--groups", "ledger", "--tenant", "other")
+    )
+    # A person of the same group and tenant sees what the machine wrote.
+    assert found(auth(platform.token("lee", ["ledger"], tenant="acme")))
+
+
 def test_an_api_key_gets_its_tiers_burst_then_429_with_retry_after(platform, http: httpx.Client):
     free = load_tiers()["free"]
     key = cli(platform, "api-key", "--tier", "free")

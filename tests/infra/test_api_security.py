@@ -12,7 +12,6 @@ from pydantic import ValidationError
 
 from infra.cdk import apimodels
 from infra.cdk.config import DeployConfig
-from infra.cdk.triggers import pre_token
 from ragline.tiers import tiers_from_context
 from ragline.topology import RESOURCE_SERVER, SCOPES, TOPOLOGY, oauth_scope
 
@@ -197,46 +196,75 @@ def test_waf_guards_the_stage_with_managed_rules_a_rate_limit_and_a_body_limit(s
     assert _stage_id(synth) in json.dumps(association["Properties"]["ResourceArn"])
 
 
-def test_cognito_has_the_platform_scopes_a_machine_client_and_the_pre_token_trigger(synth):
-    (server,) = _resources(synth, "AWS::Cognito::UserPoolResourceServer").values()
+def _joined(value: str | dict, refs: dict[str, str]) -> str:
+    """A string CloudFormation joins from literals and Refs, with each Ref's value taken from `refs`."""
+    if isinstance(value, str):
+        return value
+    separator, parts = value["Fn::Join"]
+    return separator.join(p if isinstance(p, str) else refs[p["Ref"]] for p in parts)
+
+
+def test_cognito_has_the_platform_scopes_the_configured_machine_clients_and_the_v3_trigger(synth):
+    ((server_id, server),) = _resources(synth, "AWS::Cognito::UserPoolResourceServer").items()
     assert server["Properties"]["Identifier"] == RESOURCE_SERVER
     assert [s["ScopeName"] for s in server["Properties"]["Scopes"]] == list(SCOPES)
-    clients = [c["Properties"] for c in _resources(synth, "AWS::Cognito::UserPoolClient").values()]
-    (machine,) = [c for c in clients if c.get("AllowedOAuthFlows") == ["client_credentials"]]
-    assert machine["GenerateSecret"] is True
-    assert len(machine["AllowedOAuthScopes"]) == len(SCOPES)
-    (people,) = [c for c in clients if c is not machine]
+    refs = {server_id: RESOURCE_SERVER}  # a resource server's Ref is its identifier
+    clients = {i: c["Properties"] for i, c in _resources(synth, "AWS::Cognito::UserPoolClient").items()}
+    machines = {i: c for i, c in clients.items() if c.get("AllowedOAuthFlows") == ["client_credentials"]}
+    configured = CDK_JSON["api"]["machineClients"]
+    by_name = {c["ClientName"].removeprefix("ragline-dev-"): i for i, c in machines.items()}
+    assert set(by_name) == set(configured)
+    for name, logical_id in by_name.items():
+        assert machines[logical_id]["GenerateSecret"] is True
+        scopes = [_joined(s, refs) for s in machines[logical_id]["AllowedOAuthScopes"]]
+        assert scopes == [oauth_scope(s) for s in configured[name]["scopes"]]
+    (people,) = [c for i, c in clients.items() if i not in machines]
     assert "GenerateSecret" not in people or people["GenerateSecret"] is False
     # People sign in with SRP: no hosted-UI grant (CDK's default implicit grant to example.com).
     assert people.get("AllowedOAuthFlows", []) == [] and "CallbackURLs" not in people
+
     (pool,) = _resources(synth, "AWS::Cognito::UserPool").values()
     config = pool["Properties"]["LambdaConfig"]["PreTokenGenerationConfig"]
-    assert config["LambdaVersion"] == "V2_0"
+    # V3_0: the only version that runs for client-credentials grants too.
+    assert config["LambdaVersion"] == "V3_0"
     assert pool["Properties"]["UserPoolTier"] == "ESSENTIALS"
-    (trigger,) = [
-        f["Properties"]
-        for f in _resources(synth, "AWS::Lambda::Function").values()
-        if f["Properties"].get("Handler") == "pre_token.handler"
-    ]
-    assert trigger["Environment"]["Variables"]["RAGLINE_SCOPES"].split(",") == [
-        oauth_scope(s) for s in SCOPES
-    ]
+    functions = _resources(synth, "AWS::Lambda::Function")
+    (trigger_id,) = [i for i, f in functions.items() if f["Properties"].get("Handler") == "pre_token.handler"]
+    assert config["LambdaArn"] == {"Fn::GetAtt": [trigger_id, "Arn"]}
+    variables = functions[trigger_id]["Properties"]["Environment"]["Variables"]
+    assert variables["RAGLINE_SCOPES"].split(",") == [oauth_scope(s) for s in SCOPES]
 
-
-def test_the_pre_token_trigger_adds_the_scopes_and_the_tenant_to_access_tokens(monkeypatch):
-    monkeypatch.setenv("RAGLINE_SCOPES", ",".join(oauth_scope(s) for s in SCOPES))
-    event = {"request": {"userAttributes": {"sub": "u1", "custom:tenant": "acme"}}, "response": {}}
-    access = pre_token.handler(event)["response"]["claimsAndScopeOverrideDetails"]["accessTokenGeneration"]
-    assert access["scopesToAdd"] == [f"{RESOURCE_SERVER}/{s}" for s in SCOPES]
-    assert access["claimsToAddOrOverride"] == {"custom:tenant": "acme"}
-    untenanted = pre_token.handler({"request": {"userAttributes": {"sub": "u2"}}, "response": {}})
+    # The mapping the trigger reads: each machine client's id → its configured groups and tenant.
+    (parameter,) = _resources(synth, "AWS::SSM::Parameter").values()
+    name = parameter["Properties"]["Name"]
+    assert variables["RAGLINE_MACHINE_CLIENTS_PARAMETER"] == name  # a literal: no reference, no cycle
+    mapping = json.loads(_joined(parameter["Properties"]["Value"], {i: i for i in machines}))
+    assert {i: (m["name"], m["groups"], m.get("tenant")) for i, m in mapping.items()} == {
+        i: (n, configured[n]["groups"], configured[n]["tenant"]) for n, i in by_name.items()
+    }
+    # The trigger may log and read that one parameter, nothing else (X-Ray aside).
+    role_id = functions[trigger_id]["Properties"]["Role"]["Fn::GetAtt"][0]
+    (statements,) = [
+        p["Properties"]["PolicyDocument"]["Statement"]
+        for p in _resources(synth, "AWS::IAM::Policy").values()
+        if p["Properties"]["Roles"] == [{"Ref": role_id}]
+    ]
+    granted = {
+        a: s["Resource"]
+        for s in statements
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+    assert set(granted) == {
+        "logs:CreateLogStream", "logs:PutLogEvents", "ssm:GetParameter", "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+    }  # fmt: skip
+    pseudo = {"AWS::Partition": "aws", "AWS::Region": "eu-west-1", "AWS::AccountId": "111122223333"}
     assert (
-        "claimsToAddOrOverride"
-        not in untenanted["response"]["claimsAndScopeOverrideDetails"]["accessTokenGeneration"]
+        _joined(granted["ssm:GetParameter"], pseudo) == f"arn:aws:ssm:eu-west-1:111122223333:parameter{name}"
     )
 
 
-def test_an_existing_user_pool_is_used_by_id_with_the_scopes_clients_and_no_trigger():
+def test_an_existing_user_pool_is_used_by_id_with_the_scopes_clients_and_a_trigger_to_attach():
     from aws_cdk import App, Stack
     from aws_cdk.assertions import Template
 
@@ -248,12 +276,18 @@ def test_an_existing_user_pool_is_used_by_id_with_the_scopes_clients_and_no_trig
     )
     template = Template.from_stack(stack)
     template.resource_count_is("AWS::Cognito::UserPool", 0)
-    template.resource_count_is("AWS::Lambda::Function", 0)  # the pool's owner adds the trigger
+    # The trigger is made for the pool's owner to attach (README, "Auth"); Cognito may invoke it.
+    template.has_resource_properties("AWS::Lambda::Function", {"Handler": "pre_token.handler"})
+    (permission,) = template.find_resources("AWS::Lambda::Permission").values()
+    assert permission["Properties"]["Principal"] == "cognito-idp.amazonaws.com"
+    pseudo = {"AWS::Partition": "aws", "AWS::Region": "eu-west-1", "AWS::AccountId": "111122223333"}
+    source = _joined(permission["Properties"]["SourceArn"], pseudo)
+    assert source == "arn:aws:cognito-idp:eu-west-1:111122223333:userpool/eu-west-1_AbC123"
     template.has_resource_properties(
         "AWS::Cognito::UserPoolResourceServer",
         {"UserPoolId": "eu-west-1_AbC123", "Identifier": RESOURCE_SERVER},
     )
-    template.resource_count_is("AWS::Cognito::UserPoolClient", 2)
+    template.resource_count_is("AWS::Cognito::UserPoolClient", 1 + len(DeployConfig().api.machine_clients))
     with pytest.raises(ValidationError):
         DeployConfig.model_validate({"api": {"userPoolId": "not a pool id"}})
 

@@ -228,14 +228,15 @@ def client_token(client, client_id, secret, **form):
 
 
 def test_client_credentials_grant_issues_tokens_with_a_subset_of_the_clients_scopes(client, idp):
-    client_id, secret = idp.register_client("reporter", ["documents:read", "search"], groups=["eng"])
+    client_id, secret = idp.register_client("reporter", ["documents:read", "search"], groups=["eng", "ops"])
     granted = client_token(client, client_id, secret, scope="ragline/documents:read")
     assert granted.status_code == 200 and granted.json()["token_type"] == "Bearer"
     token = granted.json()["access_token"]
     claims = client.get("/v1/things/1", headers=bearer(token)).json()["event"]["requestContext"]
     claims = claims["authorizer"]["claims"]
     assert claims["sub"] == client_id and claims["client_id"] == client_id
-    assert claims["scope"] == "ragline/documents:read" and claims["cognito:groups"] == "eng"
+    assert claims["scope"] == "ragline/documents:read" and claims["ragline:groups"] == "eng ops"
+    assert "cognito:groups" not in claims  # a machine's groups travel in their own claim, as in AWS
     # Without `scope`, every scope the client is allowed.
     everything = idp.verify(client_token(client, client_id, secret).json()["access_token"])
     assert everything["scope"] == "ragline/documents:read ragline/search"

@@ -20,6 +20,21 @@ def test_missing_groups_and_tenant():
     assert principal.groups == frozenset() and principal.tenant is None
 
 
+def test_a_machine_token_takes_its_groups_from_the_machine_claim_and_a_person_never_does():
+    machine = {
+        "sub": "client1",
+        "client_id": "client1",
+        "ragline:groups": "reports ops",
+        "custom:tenant": "acme",
+    }
+    principal = principal_from_claims(machine)
+    assert principal.groups == {"reports", "ops"} and principal.tenant == "acme"
+    # A machine token's cognito:groups (Cognito gives machines none) is not read either.
+    assert principal_from_claims({**machine, "cognito:groups": "admin"}).groups == {"reports", "ops"}
+    person = {"sub": "alice", "client_id": "app", "cognito:groups": "eng", "ragline:groups": "admin"}
+    assert principal_from_claims(person).groups == {"eng"}
+
+
 def test_tenant_claim():
     assert principal_from_claims({"sub": "a", "custom:tenant": "acme"}).tenant == "acme"
 

@@ -3,7 +3,8 @@ import time
 import jwt
 import pytest
 
-from ragline.identity import scopes_from_claims
+from ragline.contracts import Principal
+from ragline.identity import principal_from_claims, scopes_from_claims
 from ragline.local.idp import (
     AUDIENCE,
     CLIENTS_FILE,
@@ -80,3 +81,14 @@ def test_machine_clients_keep_only_a_hash_of_their_secret(idp, tmp_path):
         idp.client_credentials(client_id, secret, ["documents:write"])
     with pytest.raises(InvalidClient):
         idp.client_credentials(client_id, "guess")
+
+
+def test_a_machine_token_carries_its_groups_as_the_deployed_trigger_writes_them(idp):
+    client_id, secret = idp.register_client("indexer", ["search"], groups=["ops", "eng"], tenant="acme")
+    claims = idp.verify(idp.client_credentials(client_id, secret))
+    assert "cognito:groups" not in claims  # Cognito gives client-credentials tokens none
+    assert claims["ragline:groups"] == "eng ops"
+    assert principal_from_claims(claims) == Principal(user_id=client_id, groups={"eng", "ops"}, tenant="acme")
+    bare_id, bare_secret = idp.register_client("bare", ["search"])
+    bare = idp.verify(idp.client_credentials(bare_id, bare_secret))
+    assert "ragline:groups" not in bare and principal_from_claims(bare).groups == frozenset()

@@ -3,8 +3,9 @@
 Every method is behind the Cognito user pool authorizer and names the OAuth scope its route needs
 (topology `RouteSpec.scope`), so callers present an *access* token: people get the scopes and their
 `custom:tenant` claim from the pre-token-generation trigger (infra/cdk/triggers/pre_token.py), machine
-clients from the client-credentials flow; `cognito:groups` and `custom:tenant` decide what a caller
-may see (ragline.identity). Every method also requires an API key, bound to the usage plan of its
+clients (`api.machineClients`) their client's scopes from the client-credentials flow and their groups
+(`ragline:groups`) and tenant from the same trigger; groups and tenant decide what a caller may see
+(ragline.identity). Every method also requires an API key, bound to the usage plan of its
 tier (cdk.json `apiTiers`); a WAF web ACL and request-body validation against the API's models
 (infra/cdk/apimodels.py) stand in front of the functions. Every route of an ASGI
 function uses API Gateway response streaming into Lambda's InvokeWithResponseStream: the Lambda Web
@@ -23,6 +24,7 @@ from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
@@ -59,15 +61,26 @@ RETRY_AFTER = {"throttled": "1", "quota_exceeded": "3600"}
 
 class Identity(Construct):
     """Who may call the API: a user pool (created, or `api.userPoolId`), its resource server with the
-    platform's scopes, an app client for people (SRP, no secret) and one for machines (client
-    credentials, with a secret), and the token endpoint's domain."""
+    platform's scopes, an app client for people (SRP, no secret), one client-credentials client (with
+    a secret) per `api.machineClients` entry, the token endpoint's domain, and the pre-token trigger
+    that puts scopes, groups and tenant into access tokens (triggers/pre_token.py)."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: DeployConfig) -> None:
         super().__init__(scope, construct_id)
+        # Named, not referenced: the trigger reads it, and a reference would close the cycle
+        # pool → trigger → parameter → clients → pool.
+        self.machine_clients_parameter_name = f"/ragline/{config.stage}/machine-clients"
+        self.pre_token_trigger = self._pre_token_trigger(config)
         self.user_pool: cognito.IUserPool
         if config.api.user_pool_id:
-            # An organisation's existing pool: its owner adds the pre-token trigger (README, "Auth").
+            # An organisation's existing pool: its owner attaches the trigger (README, "Auth"); Cognito
+            # may invoke it already.
             self.user_pool = cognito.UserPool.from_user_pool_id(self, "Users", config.api.user_pool_id)
+            self.pre_token_trigger.add_permission(
+                "CognitoInvoke",
+                principal=iam.ServicePrincipal("cognito-idp.amazonaws.com"),
+                source_arn=self.user_pool.user_pool_arn,
+            )
         else:
             pool = cognito.UserPool(
                 self,
@@ -87,14 +100,15 @@ class Identity(Construct):
                 custom_attributes={
                     TENANT_CLAIM.removeprefix("custom:"): cognito.StringAttribute(mutable=False)
                 },
-                # Essentials: access-token customization (the V2 trigger) needs it, Lite has none.
+                # Essentials: access-token customization (V2_0/V3_0 triggers) needs it, Lite has none.
                 feature_plan=cognito.FeaturePlan.ESSENTIALS,
                 removal_policy=config.cdk_removal_policy,
             )
+            # V3_0, not V2_0: only V3_0 also runs for client-credentials grants.
             pool.add_trigger(
                 cognito.UserPoolOperation.PRE_TOKEN_GENERATION_CONFIG,
-                self._pre_token_trigger(config),
-                cognito.LambdaVersion.V2_0,
+                self.pre_token_trigger,
+                cognito.LambdaVersion.V3_0,
             )
             self.user_pool = pool
         scopes = {
@@ -116,14 +130,34 @@ class Identity(Construct):
             disable_o_auth=True,
             prevent_user_existence_errors=True,
         )
-        # One client for machines with every scope; add narrower ones the same way (README, "Auth").
-        self.machine_client = self.user_pool.add_client(
-            "MachineClient",
-            generate_secret=True,
-            o_auth=cognito.OAuthSettings(
-                flows=cognito.OAuthFlows(client_credentials=True), scopes=list(self.oauth_scopes.values())
+        self.machine_clients = {
+            name: self.user_pool.add_client(
+                f"{pascal(name)}MachineClient",
+                user_pool_client_name=f"ragline-{config.stage}-{name}",
+                generate_secret=True,
+                o_auth=cognito.OAuthSettings(
+                    flows=cognito.OAuthFlows(client_credentials=True),
+                    scopes=[self.oauth_scopes[s] for s in machine.scopes],
+                ),
+                prevent_user_existence_errors=True,
+            )
+            for name, machine in config.api.machine_clients.items()
+        }
+        self.machine_clients_parameter = ssm.StringParameter(
+            self,
+            "MachineClientsParameter",
+            parameter_name=self.machine_clients_parameter_name,
+            description="ragline: each machine client's groups and tenant (read by the pre-token trigger)",
+            string_value=Stack.of(self).to_json_string(
+                {
+                    client.user_pool_client_id: {
+                        "name": name,
+                        "groups": list(config.api.machine_clients[name].groups),
+                        "tenant": config.api.machine_clients[name].tenant,
+                    }
+                    for name, client in self.machine_clients.items()
+                }
             ),
-            prevent_user_existence_errors=True,
         )
         self.domain = self.user_pool.add_domain(
             "Domain",
@@ -134,7 +168,7 @@ class Identity(Construct):
         # Seam: groups (the visibility model) are managed by admins: `aws cognito-idp create-group`.
 
     def _pre_token_trigger(self, config: DeployConfig) -> lambda_.Function:
-        """Adds the scopes and the tenant claim to people's access tokens (triggers/pre_token.py)."""
+        """Scopes, groups and the tenant claim into access tokens (triggers/pre_token.py)."""
         log_group = logs.LogGroup(
             self, "PreTokenLogs", retention=config.log_retention, removal_policy=config.cdk_removal_policy
         )
@@ -149,6 +183,18 @@ class Identity(Construct):
                 actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[log_group.log_group_arn]
             )
         )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["ssm:GetParameter"],
+                resources=[
+                    Stack.of(self).format_arn(
+                        service="ssm",
+                        resource="parameter",
+                        resource_name=self.machine_clients_parameter_name.removeprefix("/"),
+                    )
+                ],
+            )
+        )
         return lambda_.Function(
             self,
             "PreToken",
@@ -161,8 +207,11 @@ class Identity(Construct):
             role=role,
             log_group=log_group,
             tracing=lambda_.Tracing.ACTIVE,
-            environment={"RAGLINE_SCOPES": ",".join(oauth_scope(s) for s in SCOPES)},
-            description="ragline: scopes and tenant claim into access tokens",
+            environment={
+                "RAGLINE_SCOPES": ",".join(oauth_scope(s) for s in SCOPES),
+                "RAGLINE_MACHINE_CLIENTS_PARAMETER": self.machine_clients_parameter_name,
+            },
+            description="ragline: scopes, groups and tenant claims into access tokens",
         )
 
 
@@ -231,7 +280,9 @@ class ApiStack(Stack):
         CfnOutput(self, "ApiUrl", value=self.api.url)
         CfnOutput(self, "UserPoolId", value=self.identity.user_pool.user_pool_id)
         CfnOutput(self, "UserPoolClientId", value=self.identity.client.user_pool_client_id)
-        CfnOutput(self, "MachineClientId", value=self.identity.machine_client.user_pool_client_id)
+        for name, client in self.identity.machine_clients.items():
+            CfnOutput(self, f"{pascal(name)}MachineClientId", value=client.user_pool_client_id)
+        CfnOutput(self, "PreTokenTriggerArn", value=self.identity.pre_token_trigger.function_arn)
         CfnOutput(self, "TokenEndpoint", value=f"{self.identity.domain.base_url()}/oauth2/token")
         for name, plan in self.usage_plans.items():
             CfnOutput(self, f"{pascal(name)}UsagePlanId", value=plan.usage_plan_id)
