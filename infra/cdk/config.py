@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from pydantic.alias_generators import to_camel
 
 from infra.cdk.packaging import BUNDLED_TOKENIZER, LLM_TOKENIZER_FILE, REPO_ROOT
-from ragline.contracts import FilterableFieldType
+from ragline.contracts import FilterableFieldType, GroupName
 from ragline.settings import Settings
 from ragline.tiers import DEFAULT_TIERS, Tier, tiers_from_context
 from ragline.topology import SCOPES
@@ -227,9 +227,6 @@ class ModelConfig(_Context):
         return not (self.image_uri or self.model_data_url or "MODEL_PATH" in self.environment)
 
 
-# A Cognito group's name (what `cognito:groups` and document `allowed_groups` hold): no whitespace, so
-# a machine's groups travel space-separated in one claim (ragline.identity.MACHINE_GROUPS_CLAIM).
-GroupName = Annotated[str, StringConstraints(pattern=r"^\S{1,128}$")]
 MachineClientName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
 
 
@@ -238,6 +235,8 @@ class MachineClientConfig(_Context):
     the groups and tenant its access tokens carry (added by infra/cdk/triggers/pre_token.py)."""
 
     scopes: tuple[Literal[SCOPES], ...] = Field(default=SCOPES, min_length=1)  # type: ignore[valid-type]
+    # What a document's allowed_groups may name; no whitespace, so they travel space-separated in
+    # one claim (ragline.identity.MACHINE_GROUPS_CLAIM).
     groups: tuple[GroupName, ...] = ()
     tenant: str | None = Field(default=None, min_length=1, max_length=256)
 

@@ -304,3 +304,18 @@ def test_gateway_refusals_say_when_to_retry_and_speak_the_functions_validation_c
     invalid = responses["BAD_REQUEST_BODY"]
     assert invalid["StatusCode"] == "422"
     assert '"code": "validation_error"' in invalid["ResponseTemplates"]["application/json"]
+
+
+@pytest.mark.parametrize(
+    "machine_clients",
+    [
+        {"Reporter": {}},  # client names are lower-case, as in their Cognito names
+        {"reporter": {"scopes": ["admin"]}},  # not a platform scope
+        {"reporter": {"scopes": []}},  # a client with no scope gets no token
+        {"reporter": {"groups": ["has space"]}},  # not a group a document can name
+        {"reporter": {"tenant": ""}},
+    ],
+)
+def test_a_machine_client_that_could_not_work_fails_synthesis_by_its_key(machine_clients):
+    with pytest.raises(ValidationError, match="api.machineClients"):
+        DeployConfig.model_validate({"api": {"machineClients": machine_clients}})
