@@ -304,7 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--groups", nargs="*", default=[], help="space- or comma-separated group names")
     token.add_argument("--tenant")
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
-    token.add_argument("--scopes", nargs="*", help=f"default: all ({', '.join(SCOPES)})")
+    token.add_argument(
+        "--scopes",
+        nargs="*",
+        help=f"of {', '.join(SCOPES)}; default: all that api.peopleScopes in cdk.json gives the groups",
+    )
     token.set_defaults(run=_token)
 
     client = commands.add_parser(

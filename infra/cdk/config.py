@@ -18,6 +18,7 @@ from pydantic.alias_generators import to_camel
 
 from infra.cdk.packaging import BUNDLED_TOKENIZER, LLM_TOKENIZER_FILE, REPO_ROOT
 from ragline.contracts import FilterableFieldType, GroupName
+from ragline.scopes import PeopleScopes, Scope
 from ragline.settings import Settings
 from ragline.tiers import DEFAULT_TIERS, Tier, tiers_from_context
 from ragline.topology import SCOPES
@@ -234,7 +235,7 @@ class MachineClientConfig(_Context):
     """A client-credentials app client (`api.machineClients.<name>`): the scopes it may ask for, and
     the groups and tenant its access tokens carry (added by infra/cdk/triggers/pre_token.py)."""
 
-    scopes: tuple[Literal[SCOPES], ...] = Field(default=SCOPES, min_length=1)  # type: ignore[valid-type]
+    scopes: tuple[Scope, ...] = Field(default=SCOPES, min_length=1)
     # What a document's allowed_groups may name; no whitespace, so they travel space-separated in
     # one claim (ragline.identity.MACHINE_GROUPS_CLAIM).
     groups: tuple[GroupName, ...] = ()
@@ -260,6 +261,9 @@ class ApiConfig(_Context):
     )
     waf_body_limit_kib: Literal[8, 16, 32, 48, 64] = Field(
         default=16, description="Largest request body outside /v1/documents (WAF inspects this much)"
+    )
+    people_scopes: PeopleScopes = Field(
+        default_factory=PeopleScopes, description="The scopes people's tokens carry (ragline.scopes)"
     )
     # Without groups a machine can write and start work but sees no document (ragline.identity.can_see).
     machine_clients: dict[MachineClientName, MachineClientConfig] = Field(

@@ -3,8 +3,8 @@ access tokens (with the caller's groups and tenant in the claims the deployed po
 trigger gives people and machines), and the JWKS the local gateway verifies them against (as the
 Cognito authorizer does).
 
-Every token carries the OAuth scopes (topology.SCOPES) of the app client it was issued to: people
-get theirs through the user app client, which allows every scope; machines register a client
+Every token carries OAuth scopes (topology.SCOPES): people those `api.peopleScopes` in cdk.json gives
+their groups (ragline.scopes), as the deployed trigger adds them; machines register a client
 (`ragline client`) with the scopes it may ask for and get tokens with the client-credentials grant
 at the gateway's /oauth2/token, as from a Cognito domain."""
 
@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ragline.identity import CLIENT_ID_CLAIM, GROUPS_CLAIM, MACHINE_GROUPS_CLAIM, SCOPE_CLAIM, TENANT_CLAIM
+from ragline.scopes import PeopleScopes, load_people_scopes
 from ragline.topology import SCOPES, oauth_scope
 
 ISSUER = "urn:ragline:local-idp"
@@ -57,7 +58,9 @@ class AppClient:
     tenant: str | None = None
 
 
-def _granted(requested: Iterable[str] | None, allowed: Iterable[str]) -> tuple[str, ...]:
+def _granted(
+    requested: Iterable[str] | None, allowed: Iterable[str], whose: str = "this client"
+) -> tuple[str, ...]:
     """Requested scopes (all allowed ones when None), each one allowed; OAuth names are accepted too."""
     allowed = tuple(allowed)
     if requested is None:
@@ -66,14 +69,15 @@ def _granted(requested: Iterable[str] | None, allowed: Iterable[str]) -> tuple[s
     if unknown := sorted(names - set(SCOPES)):
         raise InvalidScope(f"unknown scope(s) {', '.join(unknown)}; the platform's are {', '.join(SCOPES)}")
     if denied := sorted(names - set(allowed)):
-        raise InvalidScope(f"scope(s) {', '.join(denied)} not allowed for this client")
+        raise InvalidScope(f"scope(s) {', '.join(denied)} not allowed for {whose}")
     if not names:
         raise InvalidScope("no scope requested")
     return tuple(sorted(names))
 
 
 class LocalIdentityProvider:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, people_scopes: PeopleScopes | None = None) -> None:
+        self._people_scopes = people_scopes if people_scopes is not None else load_people_scopes()
         self._clients_path = Path(state_dir) / CLIENTS_FILE
         path = Path(state_dir) / KEY_FILE
         if not path.exists():
@@ -100,8 +104,10 @@ class LocalIdentityProvider:
         ttl_s: int = 3600,
         scopes: Iterable[str] | None = None,
     ) -> str:
-        """A person's token from the user app client: every scope unless `scopes` narrows them."""
-        granted = _granted(scopes, SCOPES)
+        """A person's token from the user app client: the scopes `api.peopleScopes` gives their groups,
+        or those of them `scopes` names."""
+        groups = tuple(groups)
+        granted = _granted(scopes, self._people_scopes.for_groups(groups), f"{user}'s groups")
         claims = {"cognito:username": user, GROUPS_CLAIM: sorted(groups)}
         return self._sign(user, USER_CLIENT_ID, granted, tenant, ttl_s, claims)
 

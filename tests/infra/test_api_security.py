@@ -232,7 +232,12 @@ def test_cognito_has_the_platform_scopes_the_configured_machine_clients_and_the_
     (trigger_id,) = [i for i, f in functions.items() if f["Properties"].get("Handler") == "pre_token.handler"]
     assert config["LambdaArn"] == {"Fn::GetAtt": [trigger_id, "Arn"]}
     variables = functions[trigger_id]["Properties"]["Environment"]["Variables"]
-    assert variables["RAGLINE_SCOPES"].split(",") == [oauth_scope(s) for s in SCOPES]
+    # The scopes people get: cdk.json's api.peopleScopes, as OAuth scope names.
+    people = CDK_JSON["api"]["peopleScopes"]
+    assert json.loads(variables["RAGLINE_PEOPLE_SCOPES"]) == {
+        "default": [oauth_scope(s) for s in people["default"]],
+        "groups": {g: [oauth_scope(s) for s in scopes] for g, scopes in people["groups"].items()},
+    }
 
     # The mapping the trigger reads: each machine client's id → its configured groups and tenant.
     (parameter,) = _resources(synth, "AWS::SSM::Parameter").values()
@@ -319,3 +324,17 @@ def test_gateway_refusals_say_when_to_retry_and_speak_the_functions_validation_c
 def test_a_machine_client_that_could_not_work_fails_synthesis_by_its_key(machine_clients):
     with pytest.raises(ValidationError, match="api.machineClients"):
         DeployConfig.model_validate({"api": {"machineClients": machine_clients}})
+
+
+@pytest.mark.parametrize(
+    "people_scopes",
+    [
+        {"default": ["admin"]},
+        {"groups": {"editors": ["documents:delete"]}},
+        {"groups": {"has space": []}},
+        {"x": []},
+    ],
+)
+def test_people_scopes_that_name_no_platform_scope_or_group_fail_synthesis(people_scopes):
+    with pytest.raises(ValidationError, match="peopleScopes"):
+        DeployConfig.model_validate({"api": {"peopleScopes": people_scopes}})

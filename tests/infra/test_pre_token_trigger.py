@@ -13,6 +13,7 @@ from moto import mock_aws
 
 from infra.cdk.triggers import pre_token
 from ragline import identity
+from ragline.scopes import PeopleScopes
 from ragline.topology import RESOURCE_SERVER, SCOPES, oauth_scope
 
 PARAMETER = "/ragline/test/machine-clients"
@@ -37,12 +38,16 @@ def ssm(monkeypatch: pytest.MonkeyPatch):
         yield client
 
 
-def person_event(attributes: dict[str, str]) -> dict:
+def person_event(attributes: dict[str, str], groups: list[str] | None = None) -> dict:
     return {
         "version": "3",
         "triggerSource": "TokenGeneration_Authentication",
         "callerContext": {"clientId": "people-app"},
-        "request": {"userAttributes": attributes, "scopes": ["aws.cognito.signin.user.admin"]},
+        "request": {
+            "userAttributes": attributes,
+            "groupConfiguration": {"groupsToOverride": groups or [], "iamRolesToOverride": []},
+            "scopes": ["aws.cognito.signin.user.admin"],
+        },
         "response": {},
     }
 
@@ -66,16 +71,36 @@ def test_the_trigger_writes_the_claims_ragline_identity_reads():
     assert pre_token.MACHINE_GROUPS_CLAIM == identity.MACHINE_GROUPS_CLAIM
 
 
-def test_people_get_every_platform_scope_and_their_tenant(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("RAGLINE_SCOPES", ",".join(oauth_scope(s) for s in SCOPES))
+def people_scopes_env(monkeypatch: pytest.MonkeyPatch, people: PeopleScopes) -> None:
+    """RAGLINE_PEOPLE_SCOPES as the CDK app sets it (tests/infra/test_api_security.py checks that)."""
+    value = {
+        "default": [oauth_scope(s) for s in people.default],
+        "groups": {g: [oauth_scope(s) for s in scopes] for g, scopes in people.groups.items()},
+    }
+    monkeypatch.setenv("RAGLINE_PEOPLE_SCOPES", json.dumps(value))
+
+
+def test_people_get_the_default_scopes_and_their_tenant(monkeypatch: pytest.MonkeyPatch):
+    people_scopes_env(monkeypatch, PeopleScopes())
     access = access_of(pre_token.handler(person_event({"sub": "u1", "custom:tenant": "acme"})))
-    assert access["scopesToAdd"] == [f"{RESOURCE_SERVER}/{s}" for s in SCOPES]
+    assert sorted(access["scopesToAdd"]) == sorted(f"{RESOURCE_SERVER}/{s}" for s in SCOPES)
     assert access["claimsToAddOrOverride"] == {"custom:tenant": "acme"}
     assert "claimsToAddOrOverride" not in access_of(pre_token.handler(person_event({"sub": "u2"})))
 
 
+@pytest.mark.parametrize("groups", [[], ["editors"], ["auditors"], ["editors", "auditors", "other"]])
+def test_a_persons_groups_add_their_scopes_as_ragline_scopes_says(monkeypatch, groups):
+    people = PeopleScopes(
+        default=("documents:read", "search"),
+        groups={"editors": ("documents:write",), "auditors": ("answers", "search")},
+    )
+    people_scopes_env(monkeypatch, people)
+    access = access_of(pre_token.handler(person_event({"sub": "u1"}, groups)))
+    assert sorted(access["scopesToAdd"]) == sorted(oauth_scope(s) for s in people.for_groups(groups))
+
+
 def test_a_machine_keeps_its_clients_scopes_and_gets_its_groups_and_tenant(ssm, monkeypatch):
-    monkeypatch.setenv("RAGLINE_SCOPES", ",".join(oauth_scope(s) for s in SCOPES))
+    people_scopes_env(monkeypatch, PeopleScopes())
     clients = pre_token.MachineClients(ssm, PARAMETER)
     access = access_of(pre_token.handler(machine_event("client1"), machine_clients=clients))
     # No scopesToAdd: the people's "every scope" must never widen a machine client's grant.

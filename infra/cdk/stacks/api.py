@@ -15,6 +15,7 @@ from `FunctionSpec.asgi` rather than from each route.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -169,6 +170,7 @@ class Identity(Construct):
 
     def _pre_token_trigger(self, config: DeployConfig) -> lambda_.Function:
         """Scopes, groups and the tenant claim into access tokens (triggers/pre_token.py)."""
+        people = config.api.people_scopes
         log_group = logs.LogGroup(
             self, "PreTokenLogs", retention=config.log_retention, removal_policy=config.cdk_removal_policy
         )
@@ -208,7 +210,14 @@ class Identity(Construct):
             log_group=log_group,
             tracing=lambda_.Tracing.ACTIVE,
             environment={
-                "RAGLINE_SCOPES": ",".join(oauth_scope(s) for s in SCOPES),
+                "RAGLINE_PEOPLE_SCOPES": json.dumps(
+                    {
+                        "default": [oauth_scope(s) for s in people.default],
+                        "groups": {
+                            g: [oauth_scope(s) for s in scopes] for g, scopes in people.groups.items()
+                        },
+                    }
+                ),
                 "RAGLINE_MACHINE_CLIENTS_PARAMETER": self.machine_clients_parameter_name,
             },
             description="ragline: scopes, groups and tenant claims into access tokens",

@@ -3,8 +3,9 @@ in *access* tokens, for people and for machines.
 
 People (sign-in, refresh): API Gateway's Cognito authorizer checks a method's OAuth scopes against
 the access token, and a user signing in with SRP gets no custom scopes there, nor custom attributes.
-So every platform scope (RAGLINE_SCOPES, from ragline.topology, comma separated) and the tenant
-attribute go in. Groups (`cognito:groups`) are there already.
+So the scopes `api.peopleScopes` gives the person's groups (RAGLINE_PEOPLE_SCOPES, JSON
+`{"default": [...], "groups": {group: [...]}}` of OAuth scope names, from ragline.scopes) and the
+tenant attribute go in. Groups (`cognito:groups`) are there already.
 
 Machines (client credentials; only V3_0 reaches them): their scopes are their app client's allowed
 scopes and stay as they are. Cognito gives them no groups, so their groups and tenant come from the
@@ -76,9 +77,12 @@ def _default_machine_clients() -> MachineClients:
 
 
 def _person(event: Mapping[str, Any]) -> dict[str, Any]:
-    scopes = [s for s in os.environ.get("RAGLINE_SCOPES", "").split(",") if s]
-    tenant = (event.get("request", {}).get("userAttributes") or {}).get(TENANT_CLAIM)
-    access: dict[str, Any] = {"scopesToAdd": scopes}
+    people = json.loads(os.environ["RAGLINE_PEOPLE_SCOPES"])
+    request = event.get("request") or {}
+    groups = (request.get("groupConfiguration") or {}).get("groupsToOverride") or []
+    scopes = set(people["default"]).union(*(people["groups"].get(group, ()) for group in groups))
+    tenant = (request.get("userAttributes") or {}).get(TENANT_CLAIM)
+    access: dict[str, Any] = {"scopesToAdd": sorted(scopes)}
     if tenant:
         access["claimsToAddOrOverride"] = {TENANT_CLAIM: tenant}
     return access
