@@ -9,6 +9,7 @@ import uuid
 import httpx
 import pytest
 
+from tests.support.api import upload_indexed
 from tests.support.sse import parse_sse
 
 pytestmark = pytest.mark.e2e
@@ -37,23 +38,6 @@ def ask(http: httpx.Client, headers: dict[str, str], question: str, **body) -> d
     )
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def upload_indexed(
-    http: httpx.Client, headers: dict[str, str], title: str, text: str, groups: list[str], **body
-):
-    response = http.post(
-        "/v1/documents",
-        json={"title": title, "text": text, "allowed_groups": groups, **body},
-        headers=headers,
-    )
-    assert response.status_code == 202, response.text
-    document_id = response.json()["document_id"]
-    deadline = time.monotonic() + 120
-    while (status := http.get(f"/v1/documents/{document_id}", headers=headers).json()["status"]) != "indexed":
-        assert status != "failed" and time.monotonic() < deadline, status
-        time.sleep(0.1)
-    return document_id
 
 
 @pytest.fixture(scope="module")

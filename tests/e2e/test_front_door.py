@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from ragline.tiers import load_tiers
+from tests.support.api import upload_indexed
 
 pytestmark = pytest.mark.e2e
 
@@ -77,21 +78,9 @@ def machine_token(platform, http: httpx.Client, name: str, *options: str) -> dic
 def test_a_machine_sees_the_documents_of_its_groups_in_its_tenant_only(platform, http: httpx.Client):
     scopes = ("--scopes", "documents:read", "documents:write", "search")
     writer = machine_token(platform, http, "importer", *scopes, "--groups", "ledger", "--tenant", "acme")
-    created = http.post(
-        "/v1/documents",
-        headers=writer,
-        json={
-            "title": "Quarterly ledger",
-            "text": "The osprey ledger closed in March.",
-            "allowed_groups": ["ledger"],
-        },
+    document_id = upload_indexed(
+        http, writer, "Quarterly ledger", "The osprey ledger closed in March.", ["ledger"]
     )
-    assert created.status_code == 202, created.text
-    document_id = created.json()["document_id"]
-    deadline = time.monotonic() + 120
-    while (status := http.get(f"/v1/documents/{document_id}", headers=writer).json()["status"]) != "indexed":
-        assert status != "failed" and time.monotonic() < deadline, status
-        time.sleep(0.1)
 
     def found(headers: dict[str, str]) -> bool:
         response = http.post("/v1/search", headers=headers, json={"query": "osprey ledger"})
