@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from ragline.contracts import GroupName
-from ragline.topology import SCOPES
+from ragline.topology import SCOPES, oauth_scope
 
 CDK_JSON = Path(__file__).resolve().parents[1] / "cdk.json"
 
@@ -31,6 +31,13 @@ class PeopleScopes(BaseModel):
 
     default: tuple[Scope, ...] = SCOPES
     groups: dict[GroupName, tuple[Scope, ...]] = {}
+
+    def oauth(self) -> dict[str, object]:
+        """This policy with OAuth scope names, as the pre-token trigger reads it (RAGLINE_PEOPLE_SCOPES)."""
+        return {
+            "default": [oauth_scope(s) for s in self.default],
+            "groups": {group: [oauth_scope(s) for s in scopes] for group, scopes in self.groups.items()},
+        }
 
     def for_groups(self, groups: Iterable[str]) -> tuple[str, ...]:
         """The scopes of a person in `groups`, in SCOPES order."""

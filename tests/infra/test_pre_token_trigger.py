@@ -73,11 +73,7 @@ def test_the_trigger_writes_the_claims_ragline_identity_reads():
 
 def people_scopes_env(monkeypatch: pytest.MonkeyPatch, people: PeopleScopes) -> None:
     """RAGLINE_PEOPLE_SCOPES as the CDK app sets it (tests/infra/test_api_security.py checks that)."""
-    value = {
-        "default": [oauth_scope(s) for s in people.default],
-        "groups": {g: [oauth_scope(s) for s in scopes] for g, scopes in people.groups.items()},
-    }
-    monkeypatch.setenv("RAGLINE_PEOPLE_SCOPES", json.dumps(value))
+    monkeypatch.setenv("RAGLINE_PEOPLE_SCOPES", json.dumps(people.oauth()))
 
 
 def test_people_get_the_default_scopes_and_their_tenant(monkeypatch: pytest.MonkeyPatch):

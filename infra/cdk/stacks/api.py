@@ -151,12 +151,12 @@ class Identity(Construct):
             description="ragline: each machine client's groups and tenant (read by the pre-token trigger)",
             string_value=Stack.of(self).to_json_string(
                 {
-                    client.user_pool_client_id: {
+                    self.machine_clients[name].user_pool_client_id: {
                         "name": name,
-                        "groups": list(config.api.machine_clients[name].groups),
-                        "tenant": config.api.machine_clients[name].tenant,
+                        "groups": list(machine.groups),
+                        "tenant": machine.tenant,
                     }
-                    for name, client in self.machine_clients.items()
+                    for name, machine in config.api.machine_clients.items()
                 }
             ),
         )
@@ -170,7 +170,6 @@ class Identity(Construct):
 
     def _pre_token_trigger(self, config: DeployConfig) -> lambda_.Function:
         """Scopes, groups and the tenant claim into access tokens (triggers/pre_token.py)."""
-        people = config.api.people_scopes
         log_group = logs.LogGroup(
             self, "PreTokenLogs", retention=config.log_retention, removal_policy=config.cdk_removal_policy
         )
@@ -210,14 +209,7 @@ class Identity(Construct):
             log_group=log_group,
             tracing=lambda_.Tracing.ACTIVE,
             environment={
-                "RAGLINE_PEOPLE_SCOPES": json.dumps(
-                    {
-                        "default": [oauth_scope(s) for s in people.default],
-                        "groups": {
-                            g: [oauth_scope(s) for s in scopes] for g, scopes in people.groups.items()
-                        },
-                    }
-                ),
+                "RAGLINE_PEOPLE_SCOPES": json.dumps(config.api.people_scopes.oauth()),
                 "RAGLINE_MACHINE_CLIENTS_PARAMETER": self.machine_clients_parameter_name,
             },
             description="ragline: scopes, groups and tenant claims into access tokens",
