@@ -9,8 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ragline.contracts import EVENT_TYPES, Chunk, Document
-from ragline.eventcatalog import catalogue_files, event_schema, schema_path
+from ragline.contracts import Chunk, Document
+from ragline.eventcatalog import catalogue_files
+from ragline.eventcatalog import event_schemas as event_schemas  # re-exported: the drift test reads it here
 from ragline.topology import SCOPES, TOPOLOGY, oauth_scope
 
 # What each scope lets a token do (the Cognito resource server's scopes, ragline.topology.SCOPES).
@@ -23,10 +24,6 @@ SCOPE_DESCRIPTIONS = {
 }
 TITLE = "Ragline API"
 VERSION = "1.0"
-
-
-def event_schemas() -> dict[str, dict[str, Any]]:
-    return {schema_path(detail): event_schema(detail) for detail in EVENT_TYPES}
 
 
 def record_schemas() -> dict[str, dict[str, Any]]:

@@ -173,6 +173,11 @@ def _failed(outcome: Outcome, reason: str) -> Outcome:
     return outcome
 
 
+def api_headers(token: str, api_key: str | None) -> dict[str, str]:
+    """What every call to the API sends: the bearer token, and the API key where there is one."""
+    return {"Authorization": f"Bearer {token}", **({"x-api-key": api_key} if api_key else {})}
+
+
 def sha256_of(file: Path) -> str:
     digest = hashlib.sha256()
     with file.open("rb") as stream:
@@ -200,10 +205,9 @@ def run(
     files = discover(paths)
     manifest = Manifest(manifest_path)
     summary = Summary()
-    headers = {"Authorization": f"Bearer {token}", **({"x-api-key": api_key} if api_key else {})}
     limits = httpx.Limits(max_connections=concurrency * 2)
     with (
-        httpx.Client(base_url=api, headers=headers, timeout=120, limits=limits) as http,
+        httpx.Client(base_url=api, headers=api_headers(token, api_key), timeout=120, limits=limits) as http,
         Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

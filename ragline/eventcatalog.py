@@ -9,7 +9,6 @@ version, or broke a consumer of its major version without a new major.
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any, get_args
@@ -96,11 +95,15 @@ def _kind(node: dict[str, Any]) -> str:
     return str(node.get("type", "any"))
 
 
-def breaking_changes(old: dict[str, Any], new: dict[str, Any], path: str = "$") -> list[str]:
+def breaking_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What a consumer of `old` could not read in events valid under `new`: a removed (or renamed)
     field, a field that became required, a changed type or format, a value outside the old enum.
     Adding an optional field is not a break: consumers ignore fields they do not know."""
-    old, new = resolve(old) if path == "$" else old, resolve(new) if path == "$" else new
+    return _changes(resolve(old), resolve(new), "$")
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any], path: str) -> list[str]:
+    """breaking_changes below `path`, in schemas whose $refs are resolved."""
     problems: list[str] = []
     old_branches, new_branches = _branches(old), _branches(new)
     for branch in new_branches:
@@ -123,14 +126,14 @@ def breaking_changes(old: dict[str, Any], new: dict[str, Any], path: str = "$") 
             if name not in new_props:
                 problems.append(f"{path}.{name}: removed")
             else:
-                problems += breaking_changes(schema, new_props[name], f"{path}.{name}")
+                problems += _changes(schema, new_props[name], f"{path}.{name}")
         for name in sorted(set(branch.get("required", [])) - set(previous.get("required", []))):
             problems.append(f"{path}.{name}: required now")
         if "items" in previous and "items" in branch:
-            problems += breaking_changes(previous["items"], branch["items"], f"{path}[]")
+            problems += _changes(previous["items"], branch["items"], f"{path}[]")
         old_extra, new_extra = previous.get("additionalProperties"), branch.get("additionalProperties")
         if isinstance(old_extra, dict) and isinstance(new_extra, dict):
-            problems += breaking_changes(old_extra, new_extra, f"{path}{{}}")
+            problems += _changes(old_extra, new_extra, f"{path}{{}}")
     return problems
 
 
@@ -157,12 +160,16 @@ def version_problems(docs: Path, events: tuple[type[EventDetail], ...] = EVENT_T
     return problems
 
 
+def event_schemas() -> dict[str, dict[str, Any]]:
+    """Each event's current schema, by its path under docs/."""
+    return {schema_path(detail): event_schema(detail) for detail in EVENT_TYPES}
+
+
 def catalogue_files(docs: Path) -> dict[str, dict[str, Any]]:
     """Schemas to write every time, and frozen versions to write only when they are missing."""
-    files = {schema_path(d): event_schema(d) for d in EVENT_TYPES}
+    files = event_schemas()
+    # The frozen file shares the current schema's dict: the files are only serialized, never changed.
     files |= {
-        frozen_path(d): copy.deepcopy(files[schema_path(d)])
-        for d in EVENT_TYPES
-        if not (docs / frozen_path(d)).exists()
+        frozen_path(d): files[schema_path(d)] for d in EVENT_TYPES if not (docs / frozen_path(d)).exists()
     }
     return files

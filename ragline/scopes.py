@@ -11,17 +11,15 @@ its groups and tenant (ragline.identity).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from ragline.cdkjson import CDK_JSON, cdk_context
 from ragline.contracts import GroupName
 from ragline.topology import SCOPES, oauth_scope
-
-CDK_JSON = Path(__file__).resolve().parents[1] / "cdk.json"
 
 Scope = Literal[SCOPES]  # type: ignore[valid-type]
 
@@ -47,5 +45,4 @@ class PeopleScopes(BaseModel):
 
 def load_people_scopes(cdk_json: Path = CDK_JSON) -> PeopleScopes:
     """What the repository's cdk.json declares (every scope for everyone where it declares nothing)."""
-    context = json.loads(cdk_json.read_text()).get("context", {}) if cdk_json.is_file() else {}
-    return PeopleScopes.model_validate((context.get("api") or {}).get("peopleScopes") or {})
+    return PeopleScopes.model_validate((cdk_context(cdk_json).get("api") or {}).get("peopleScopes") or {})

@@ -7,7 +7,6 @@ the same numbers, so clients can be tested against the limits they will meet.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from ragline.cdkjson import CDK_JSON, cdk_context
+
 CONTEXT_KEY = "apiTiers"
-CDK_JSON = Path(__file__).resolve().parents[1] / "cdk.json"
 
 
 class Tier(BaseModel):
@@ -53,5 +53,4 @@ def tiers_from_context(value: Mapping[str, Any] | None) -> dict[str, Tier]:
 
 def load_tiers(cdk_json: Path = CDK_JSON) -> dict[str, Tier]:
     """The tiers the repository's cdk.json declares (the defaults where it declares none)."""
-    context = json.loads(cdk_json.read_text()).get("context", {}) if cdk_json.is_file() else {}
-    return tiers_from_context(context.get(CONTEXT_KEY))
+    return tiers_from_context(cdk_context(cdk_json).get(CONTEXT_KEY))

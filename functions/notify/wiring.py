@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
+from functions.notify.adapters.dns import AddressPolicy
 from functions.notify.adapters.email import SesEmailSender
-from functions.notify.adapters.http import AddressPolicy, HttpWebhookSender
 from functions.notify.adapters.subscriptions_table import DynamoSecretStore, DynamoSubscriptionRepository
 from functions.notify.domain.delivery import Deliverer, Fanout
 from functions.notify.domain.subscriptions import SubscriptionService
@@ -14,18 +15,19 @@ from ragline.events import EventBridgePublisher, SqsSender
 from ragline.settings import Settings, get_settings
 
 
-def subscriptions(settings: Settings) -> DynamoSubscriptionRepository:
-    return DynamoSubscriptionRepository(aws.client("dynamodb", settings), settings.subscriptions_table)
+def subscriptions(settings: Settings, dynamodb: Any) -> DynamoSubscriptionRepository:
+    return DynamoSubscriptionRepository(dynamodb, settings.subscriptions_table)
 
 
-def secrets(settings: Settings) -> DynamoSecretStore:
-    return DynamoSecretStore(aws.client("dynamodb", settings), settings.webhook_secrets_table)
+def secrets(settings: Settings, dynamodb: Any) -> DynamoSecretStore:
+    return DynamoSecretStore(dynamodb, settings.webhook_secrets_table)
 
 
 def build_subscription_service(settings: Settings) -> SubscriptionService:
+    dynamodb = aws.client("dynamodb", settings)
     return SubscriptionService(
-        subscriptions(settings),
-        secrets(settings),
+        subscriptions(settings, dynamodb),
+        secrets(settings, dynamodb),
         AddressPolicy(allow_loopback=settings.webhook_allow_loopback),
     )
 
@@ -34,14 +36,19 @@ def build_fanout(settings: Settings) -> Fanout:
     if settings.deliveries_queue_url is None:
         raise RuntimeError("RAGLINE_DELIVERIES_QUEUE_URL is not set")
     return Fanout(
-        subscriptions(settings), SqsSender(aws.client("sqs", settings), settings.deliveries_queue_url)
+        subscriptions(settings, aws.client("dynamodb", settings)),
+        SqsSender(aws.client("sqs", settings), settings.deliveries_queue_url),
     )
 
 
 def build_deliverer(settings: Settings) -> Deliverer:
+    # httpx is imported here only: notify-api and notify-fanout post no webhooks.
+    from functions.notify.adapters.http import HttpWebhookSender
+
+    dynamodb = aws.client("dynamodb", settings)
     return Deliverer(
-        subscriptions(settings),
-        secrets(settings),
+        subscriptions(settings, dynamodb),
+        secrets(settings, dynamodb),
         HttpWebhookSender(
             timeout_s=settings.webhook_timeout_s, allow_loopback=settings.webhook_allow_loopback
         ),

@@ -16,10 +16,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from ragline.eventcatalog import resolve
+
 OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 DRAFT4 = "http://json-schema.org/draft-04/schema#"
 DROPPED = {"propertyNames", "examples", "$defs", "definitions"}
 MAX_DEPTH = 32  # a request schema is a tree; deeper means a recursive model, which draft 4 models cannot be
+TOO_DEEP = "request schema too deep (a recursive model?): API Gateway models cannot express it"
 
 
 @cache
@@ -27,18 +30,24 @@ def _document(path: Path = OPENAPI) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def draft4(node: Any, schemas: dict[str, Any], depth: int = 0) -> Any:
-    """`node` said in draft 4 (see the module docstring), `#/components/schemas/` references inlined
-    from `schemas`; also what the Notify stack registers its event schemas with."""
+def draft4_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` self-contained (its `$defs` references inlined) and said in draft 4; also what the
+    Notify stack registers its event schemas with."""
+    try:
+        resolved = resolve(schema)
+    except RecursionError:  # a recursive model never stops inlining
+        raise ValueError(TOO_DEEP) from None
+    return {"$schema": DRAFT4, **draft4(resolved)}
+
+
+def draft4(node: Any, depth: int = 0) -> Any:
+    """`node`, already self-contained, said in draft 4 (see the module docstring)."""
     if depth > MAX_DEPTH:
-        raise ValueError("request schema too deep (a recursive model?): API Gateway models cannot express it")
+        raise ValueError(TOO_DEEP)
     if isinstance(node, list):
-        return [draft4(item, schemas, depth + 1) for item in node]
+        return [draft4(item, depth + 1) for item in node]
     if not isinstance(node, dict):
         return node
-    if "$ref" in node:
-        name = node["$ref"].removeprefix("#/components/schemas/")
-        return draft4({**schemas[name], **{k: v for k, v in node.items() if k != "$ref"}}, schemas, depth + 1)
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in DROPPED:
@@ -49,9 +58,9 @@ def draft4(node: Any, schemas: dict[str, Any], depth: int = 0) -> Any:
             out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
             out[key] = True
         elif key in ("properties", "patternProperties"):
-            out[key] = {name: draft4(sub, schemas, depth + 1) for name, sub in value.items()}
+            out[key] = {name: draft4(sub, depth + 1) for name, sub in value.items()}
         else:
-            out[key] = draft4(value, schemas, depth + 1)
+            out[key] = draft4(value, depth + 1)
     return out
 
 
@@ -64,9 +73,8 @@ def request_schema(method: str, path: str, document: dict[str, Any] | None = Non
     body = operation.get("requestBody", {}).get("content", {}).get("application/json")
     if body is None:
         return None
-    schemas = document.get("components", {}).get("schemas", {})
-    schema = draft4(body["schema"], schemas)
-    return {"$schema": DRAFT4, **schema}
+    # The components as the body's `$defs`, so that its `#/components/schemas/` references resolve.
+    return draft4_schema({**body["schema"], "$defs": document.get("components", {}).get("schemas", {})})
 
 
 def model_name(method: str, path: str, document: dict[str, Any] | None = None) -> str:

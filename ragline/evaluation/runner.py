@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from ragline.bulk import api_headers
 from ragline.evaluation import metrics
 from ragline.evaluation.beir import Dataset, load
 from ragline.evaluation.client import Ingested, PlatformClient
@@ -185,13 +186,9 @@ def run_beir(
 ) -> Report:
     with (
         _api(options) as (base_url, token),
-        httpx.Client(base_url=base_url, headers=_headers(token, options.api_key), timeout=120) as http,
+        httpx.Client(base_url=base_url, headers=api_headers(token, options.api_key), timeout=120) as http,
     ):
         return evaluate(PlatformClient(http), dataset, options, progress=progress)
-
-
-def _headers(token: str, api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}", **({"x-api-key": api_key} if api_key else {})}
 
 
 @contextmanager

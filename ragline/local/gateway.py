@@ -43,6 +43,8 @@ REQUEST_CONTEXT_HEADER = "x-amzn-request-context"
 # API Gateway's REST payload quota (10 MB); larger requests never reach a function.
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
 TOKEN_PATH = "/oauth2/token"
+# The lifetime of client-credentials tokens, as a Cognito app client's default access token validity.
+TOKEN_TTL_S = 3600
 
 
 class AuthError(Exception):
@@ -52,11 +54,6 @@ class AuthError(Exception):
 def error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     body = ErrorResponse(error=ErrorBody(code=code, message=message))
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=dict(headers or {}))
-
-
-def topology_scopes() -> dict[tuple[str, str], str]:
-    """(method, path) -> the scope its token needs, for every route of the topology."""
-    return {route: scope for route, scope in TOPOLOGY.route_scopes().items() if scope}
 
 
 class Door:
@@ -116,6 +113,17 @@ class Door:
                 {"Retry-After": str(admission.retry_after_s)},
             )
         return claims
+
+    async def check(self, request: Request, scope: str) -> tuple[bytes, dict[str, str]] | Response:
+        """(body, claims), or the response that refuses the request: the body first, so an oversized
+        request is refused (413) before its token is looked at."""
+        body = await self.read_body(request)
+        if isinstance(body, Response):
+            return body
+        claims = self.admit(request, scope)
+        if isinstance(claims, Response):
+            return claims
+        return body, claims
 
     def _too_large(self) -> Response:
         return error(413, "payload_too_large", f"The request body exceeds {self.max_body_bytes} bytes.")
@@ -196,12 +204,10 @@ def proxy_response(result: Mapping[str, Any]) -> Response:
 
 def lambda_route(door: Door, function: LocalFunction, method: str, resource: str, scope: str) -> Route:
     async def endpoint(request: Request) -> Response:
-        body = await door.read_body(request)
-        if isinstance(body, Response):
-            return body
-        claims = door.admit(request, scope)
-        if isinstance(claims, Response):
-            return claims
+        admitted = await door.check(request, scope)
+        if isinstance(admitted, Response):
+            return admitted
+        body, claims = admitted
         event = proxy_event(request, resource, claims, body)
         return proxy_response(await run_in_threadpool(function.invoke, event))
 
@@ -217,14 +223,11 @@ class StreamingRoute:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        body = await self._door.read_body(request)
-        if isinstance(body, Response):
-            await body(scope, receive, send)
+        admitted = await self._door.check(request, self._scope)
+        if isinstance(admitted, Response):
+            await admitted(scope, receive, send)
             return
-        claims = self._door.admit(request, self._scope)
-        if isinstance(claims, Response):
-            await claims(scope, receive, send)
-            return
+        body, claims = admitted
         context = json.dumps(request_context(request, self._resource, claims)).encode()
         headers = [(k, v) for k, v in scope["headers"] if k != REQUEST_CONTEXT_HEADER.encode()]
         await self._app(
@@ -272,13 +275,12 @@ def token_endpoint(idp: LocalIdentityProvider) -> Route:
                 return oauth_error(401, "invalid_client", "Malformed Basic credentials.")
         requested = form["scope"].split() if form.get("scope") else None
         try:
-            access_token = idp.client_credentials(client_id, secret, requested)
+            access_token = idp.client_credentials(client_id, secret, requested, ttl_s=TOKEN_TTL_S)
         except InvalidClient as exc:
             return oauth_error(401, "invalid_client", str(exc))
         except InvalidScope as exc:
             return oauth_error(400, "invalid_scope", str(exc))
-        expires_in = int(idp.verify(access_token)["exp"] - time.time())
-        return JSONResponse({"access_token": access_token, "token_type": "Bearer", "expires_in": expires_in})
+        return JSONResponse({"access_token": access_token, "token_type": "Bearer", "expires_in": TOKEN_TTL_S})
 
     return Route(TOKEN_PATH, token, methods=["POST"])
 
@@ -295,7 +297,8 @@ def create_gateway(
 ) -> Starlette:
     """`scopes`: (method, path) -> scope, the topology's by default; a route without one is an error,
     so no route is ever served unscoped."""
-    scopes = topology_scopes() if scopes is None else scopes
+    if scopes is None:
+        scopes = {route: scope for route, scope in TOPOLOGY.route_scopes().items() if scope}
     if unscoped := [f"{m} {p}" for m, p, _ in [*routes, *streaming] if (m, p) not in scopes]:
         raise ValueError(f"routes without a scope: {', '.join(unscoped)}")
     door = Door(idp, api_keys=api_keys, require_api_key=require_api_key, max_body_bytes=max_body_bytes)

@@ -10,7 +10,6 @@ at the gateway's /oauth2/token, as from a Cognito domain."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import secrets
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ragline.identity import CLIENT_ID_CLAIM, GROUPS_CLAIM, MACHINE_GROUPS_CLAIM, SCOPE_CLAIM, TENANT_CLAIM
+from ragline.local.privatefile import read_json, secret_digest, write_private, write_private_json
 from ragline.scopes import PeopleScopes, load_people_scopes
 from ragline.topology import SCOPES, oauth_scope
 
@@ -81,13 +81,11 @@ class LocalIdentityProvider:
         self._clients_path = Path(state_dir) / CLIENTS_FILE
         path = Path(state_dir) / KEY_FILE
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             pem = key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
-            path.write_bytes(pem)
-            path.chmod(0o600)
+            write_private(path, pem)
         self._key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         public = self._key.public_key()
         self.kid = uuid.uuid5(uuid.NAMESPACE_OID, public.public_numbers().n.to_bytes(256, "big").hex()).hex
@@ -121,15 +119,13 @@ class LocalIdentityProvider:
             client_id=client_id,
             name=name,
             scopes=allowed,
-            secret_sha256=hashlib.sha256(secret.encode()).hexdigest(),
+            secret_sha256=secret_digest(secret),
             groups=tuple(sorted(groups)),
             tenant=tenant,
         )
         clients = self._clients()
         clients[client_id] = client
-        self._clients_path.parent.mkdir(parents=True, exist_ok=True)
-        self._clients_path.write_text(json.dumps({k: asdict(v) for k, v in clients.items()}, indent=1))
-        self._clients_path.chmod(0o600)
+        write_private_json(self._clients_path, {k: asdict(v) for k, v in clients.items()})
         return client_id, secret
 
     def client_credentials(
@@ -137,9 +133,9 @@ class LocalIdentityProvider:
     ) -> str:
         """The client-credentials grant: raises InvalidClient or InvalidScope."""
         client = self._clients().get(client_id)
-        digest = hashlib.sha256(secret.encode()).hexdigest()
+        digest = secret_digest(secret)
         # Compare even for an unknown id, so timing does not tell which ids exist.
-        expected = client.secret_sha256 if client else hashlib.sha256(b"").hexdigest()
+        expected = client.secret_sha256 if client else secret_digest("")
         if not hmac.compare_digest(digest, expected) or client is None:
             raise InvalidClient("unknown client or wrong secret")
         granted = _granted(scopes, client.scopes)
@@ -190,10 +186,7 @@ class LocalIdentityProvider:
 
     def _clients(self) -> dict[str, AppClient]:
         # Read on every call: `ragline client` registers clients while `ragline dev` runs.
-        if not self._clients_path.is_file():
-            return {}
-        raw = json.loads(self._clients_path.read_text())
         return {
             client_id: AppClient(**{**spec, "scopes": tuple(spec["scopes"]), "groups": tuple(spec["groups"])})
-            for client_id, spec in raw.items()
+            for client_id, spec in read_json(self._clients_path).items()
         }

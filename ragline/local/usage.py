@@ -9,8 +9,6 @@ local gateway is that clients meet the limits API Gateway enforces."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import secrets
 import threading
@@ -20,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from ragline.local.privatefile import read_json, secret_digest, write_private_json
 from ragline.tiers import DEFAULT_TIER, Tier, load_tiers
 
 KEYS_FILE = "api-keys.json"
@@ -68,20 +67,18 @@ class ApiKeys:
             raise UnknownTier(f"unknown tier {tier!r}; the tiers are {', '.join(self.tiers)}")
         key = secrets.token_urlsafe(30)  # API Gateway keys are at least 20 characters
         keys = self._keys()
-        keys[_digest(key)] = {"tier": tier, "name": name, "created": self._now().isoformat()}
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._path.write_text(json.dumps(keys, indent=1))
-        self._path.chmod(0o600)
+        keys[secret_digest(key)] = {"tier": tier, "name": name, "created": self._now().isoformat()}
+        write_private_json(self._path, keys)
         return key
 
     def tier_of(self, key: str) -> Tier | None:
         """The key's tier, or None for an unknown key (or one whose tier is no longer configured)."""
-        entry = self._keys().get(_digest(key))
+        entry = self._keys().get(secret_digest(key))
         return self.tiers.get(entry["tier"]) if entry else None
 
     def admit(self, key: str, tier: Tier) -> Admission:
         """Take one request from the key's quota and bucket, or say why not and for how long."""
-        digest, now, today = _digest(key), self._clock(), self._now()
+        digest, now, today = secret_digest(key), self._clock(), self._now()
         day = today.date().isoformat()
         with self._lock:
             usage = self._usage.get(digest)
@@ -105,8 +102,4 @@ class ApiKeys:
 
     def _keys(self) -> dict[str, dict[str, str]]:
         # Read on every call: `ragline api-key` adds keys while `ragline dev` runs.
-        return json.loads(self._path.read_text()) if self._path.is_file() else {}
-
-
-def _digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+        return read_json(self._path)

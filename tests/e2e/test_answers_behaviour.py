@@ -22,6 +22,7 @@ import pytest
 
 from functions.context.domain.prompt import SYSTEM_PROMPT, build_prompt, heading_of
 from ragline.contracts import SearchHit
+from tests.support.api import auth
 from tests.support.sse import parse_sse
 
 pytestmark = pytest.mark.e2e
@@ -63,10 +64,6 @@ TURN = re.compile(r"<\|im_end\|>\n<\|im_start\|>(system|user|assistant)\n")
 GENERATION = re.compile(
     r"generation ended: outcome=(\w+) prompt_tokens=\d+ completion_tokens=(\d+) max_tokens=(\d+)"
 )
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture(scope="module")

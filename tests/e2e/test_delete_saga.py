@@ -5,13 +5,13 @@ document is 404, search finds none of its chunks and the operation says succeede
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import httpx
 import pytest
 
 from ragline.saga import DELETE_STEPS
+from tests.support.api import auth, upload_indexed, wait_for_operation
 
 pytestmark = pytest.mark.e2e
 
@@ -22,28 +22,10 @@ The zephyrine relief valve on pump seven is lapped every forty-one days by the n
 QUERY = "zephyrine relief valve lapped"
 
 
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 def indexed_document(http: httpx.Client, headers: dict[str, str]) -> str:
     # A line of its own per upload: identical content would be deduplicated onto another test's document.
     text = f"{TEXT}\nWork order {uuid.uuid4().hex}.\n"
-    created = http.post(
-        "/v1/documents",
-        headers=headers,
-        json={"title": "Zephyrine valves", "text": text, "allowed_groups": ["maintenance"]},
-    )
-    assert created.status_code == 202, created.text
-    document_id = created.json()["document_id"]
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        status = http.get(f"/v1/documents/{document_id}", headers=headers).json()["status"]
-        if status in ("indexed", "failed"):
-            assert status == "indexed"
-            return document_id
-        time.sleep(0.2)
-    pytest.fail(f"{document_id} not indexed in 90 s")
+    return upload_indexed(http, headers, "Zephyrine valves", text, ["maintenance"])
 
 
 def hits(http: httpx.Client, headers: dict[str, str], document_id: str) -> int:
@@ -66,12 +48,7 @@ def test_delete_runs_the_saga_to_the_end_and_a_retry_starts_nothing_new(platform
     location = accepted.headers["Location"]
     assert location == f"/v1/operations/{operation['operation_id']}"
 
-    deadline = time.monotonic() + 60
-    while operation["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
-        time.sleep(0.2)
-        polled = http.get(location, headers=carol)
-        assert polled.status_code == 200, polled.text
-        operation = polled.json()
+    operation = wait_for_operation(http, location, carol, operation, timeout=60)
     assert operation["status"] == "succeeded", operation
     assert [step["name"] for step in operation["steps"]] == list(DELETE_STEPS)
     assert operation["error"] is None and operation["current_step"] is None

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from ragline.tiers import load_tiers
-from tests.support.api import upload_indexed
+from tests.support.api import auth, upload_indexed
 
 pytestmark = pytest.mark.e2e
 
@@ -21,10 +21,6 @@ pytestmark = pytest.mark.e2e
 def cli(platform, *args: str) -> str:
     command = [sys.executable, "-m", "ragline.cli", "--state-dir", str(platform.state_dir), *args]
     return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def test_a_token_reaches_only_the_routes_its_scopes_grant(platform, http: httpx.Client):

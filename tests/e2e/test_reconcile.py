@@ -12,7 +12,8 @@ import pytest
 from ragline import cli
 from ragline.search.factory import search_index
 from ragline.settings import Settings
-from tests.e2e.test_delete_saga import auth, hits, indexed_document
+from tests.e2e.test_delete_saga import hits, indexed_document
+from tests.support.api import auth
 
 pytestmark = pytest.mark.e2e
 

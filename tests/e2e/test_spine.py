@@ -12,6 +12,7 @@ import time
 import httpx
 import pytest
 
+from tests.support.api import auth
 from tests.support.sse import parse_sse
 
 pytestmark = pytest.mark.e2e
@@ -33,10 +34,6 @@ OTHER = """# Cafeteria menu
 
 Lunch on Fridays is served from noon until two in the afternoon. Soup of the day is lentil.
 """
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture(scope="module")

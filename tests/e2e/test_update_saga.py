@@ -6,13 +6,12 @@ the document."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
 from ragline.saga import UPDATE_STEPS
-from tests.e2e.test_delete_saga import auth, indexed_document
+from tests.e2e.test_delete_saga import indexed_document
+from tests.support.api import auth, wait_for_operation
 
 pytestmark = pytest.mark.e2e
 
@@ -44,12 +43,7 @@ def test_an_update_of_content_and_groups_switches_what_search_finds_and_who_sees
     assert operation["kind"] == "update" and operation["version"] == 2
     location = accepted.headers["Location"]
 
-    deadline = time.monotonic() + 90
-    while operation["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
-        time.sleep(0.2)
-        polled = http.get(location, headers=carol)
-        assert polled.status_code == 200, polled.text
-        operation = polled.json()
+    operation = wait_for_operation(http, location, carol, operation)
     assert operation["status"] == "succeeded", operation
     assert [step["name"] for step in operation["steps"]] == list(UPDATE_STEPS)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,26 @@ from infra.cdk.app import create_app, enable_nag  # noqa: E402
 from infra.cdk.config import MODEL_NAMES, load_config  # noqa: E402
 from infra.cdk.nag import Acknowledged  # noqa: E402
 from infra.cdk.packaging import configured_llm_tokenizer, ensure_deps_dir, stage_app  # noqa: E402
+
+
+def policy_statements(templates: Mapping[str, dict], role_id: str, stack: str) -> list[dict]:
+    """Every statement of the policies attached to a role: by Ref in its own stack, by import in others."""
+    found = []
+    for name, template in templates.items():
+        for resource in template["Resources"].values():
+            if resource["Type"] != "AWS::IAM::Policy":
+                continue
+            for ref in resource["Properties"].get("Roles", []):
+                if (ref == {"Ref": role_id} and name == stack) or (
+                    "Fn::ImportValue" in ref and role_id in json.dumps(ref)
+                ):
+                    found += resource["Properties"]["PolicyDocument"]["Statement"]
+    return found
+
+
+def actions_of(statement: dict) -> set[str]:
+    granted = statement["Action"]
+    return {granted} if isinstance(granted, str) else set(granted)
 
 
 @dataclass
@@ -51,6 +72,10 @@ class Synthesized:
 
     def logical_id(self, construct) -> str:
         return Stack.of(construct).get_logical_id(construct.node.default_child)
+
+    def statements(self, role_id: str, stack: str) -> list[dict]:
+        """The policy statements of the role `role_id` (a logical id) of `stack`, wherever attached."""
+        return policy_statements(self.templates, role_id, stack)
 
 
 @pytest.fixture(scope="session")

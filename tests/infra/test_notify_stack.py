@@ -17,6 +17,7 @@ from infra.cdk.stacks.platform import PlatformStack
 from ragline.contracts import PUBLIC_EVENT_TYPES
 from ragline.eventcatalog import example_path
 from ragline.topology import TOPOLOGY
+from tests.infra.conftest import actions_of, policy_statements
 from tests.unit.test_event_catalogue import DOCS
 
 
@@ -67,17 +68,17 @@ def test_the_bus_rules_send_every_public_event_to_the_notify_queue(synth):
 
 
 def _policy_statements(template: dict, role_prefix: str) -> list[dict]:
-    policies = [
-        r["Properties"]
-        for r in template["Resources"].values()
-        if r["Type"] == "AWS::IAM::Policy"
-        and any(ref["Ref"].startswith(role_prefix) for ref in r["Properties"]["Roles"])
+    """The statements of the one role of the notify stack's `template` whose logical id starts so."""
+    (role_id,) = [
+        k
+        for k, r in template["Resources"].items()
+        if r["Type"] == "AWS::IAM::Role" and k.startswith(role_prefix)
     ]
-    return [s for p in policies for s in p["PolicyDocument"]["Statement"]]
+    return policy_statements({"Notify": template}, role_id, "Notify")
 
 
 def _actions(statements: list[dict]) -> set[str]:
-    return {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    return {a for s in statements for a in actions_of(s)}
 
 
 def test_only_delivery_reads_the_signing_keys_and_only_the_api_writes_them(synth):

@@ -9,7 +9,7 @@ import json
 from infra.cdk.naming import function_name
 from infra.cdk.stacks.ops import RECONCILE_METRICS
 from ragline.topology import TOPOLOGY
-from tests.infra.test_saga_stack import _actions, _statements
+from tests.infra.conftest import actions_of
 
 LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
@@ -19,7 +19,7 @@ KEY = {"kms:Decrypt", "kms:GenerateDataKey"}
 
 def _own(synth, stack: str, name: str) -> list[dict]:
     fn = synth.stacks[stack].functions[name]
-    return [s for s in _statements(synth, synth.logical_id(fn.role), stack) if not _actions(s) <= LOGS]
+    return [s for s in synth.statements(synth.logical_id(fn.role), stack) if not actions_of(s) <= LOGS]
 
 
 def test_the_reconciler_runs_on_its_schedule(synth):
@@ -45,7 +45,7 @@ def test_the_reconciler_runs_on_its_schedule(synth):
 def test_the_reconciler_reads_the_tables_and_invokes_only_index_maintenance(synth):
     ingest = synth.stacks["Ingest"]
     statements = _own(synth, "Ingest", "ingest-reconcile")
-    actions = set().union(*(_actions(s) for s in statements))
+    actions = set().union(*(actions_of(s) for s in statements))
     allowed = {
         "dynamodb:Scan",
         "dynamodb:GetItem",
@@ -60,8 +60,8 @@ def test_the_reconciler_reads_the_tables_and_invokes_only_index_maintenance(synt
     }
     assert touched == {"documents", "operations"}
     operations = [s for s in statements if tables["operations"] in json.dumps(s)]
-    assert set().union(*(_actions(s) for s in operations)) == {"dynamodb:GetItem"}
-    [invoke] = [s for s in statements if "lambda:InvokeFunction" in _actions(s)]
+    assert set().union(*(actions_of(s) for s in operations)) == {"dynamodb:GetItem"}
+    [invoke] = [s for s in statements if "lambda:InvokeFunction" in actions_of(s)]
     stage = synth.stacks["Platform"].node.try_get_context("stage") or "dev"
     assert f"function:{function_name(stage, 'index-maintenance')}" in json.dumps(invoke["Resource"])
     fn_id = synth.logical_id(ingest.functions["ingest-reconcile"].function)
@@ -79,9 +79,9 @@ def test_index_maintenance_is_named_writes_the_index_and_publishes_nothing(synth
     assert properties["FunctionName"] == function_name(stage, "index-maintenance")
     worker = _own(synth, "Index", "index-worker")
     maintenance = _own(synth, "Index", "index-maintenance")
-    es = {a for s in worker for a in _actions(s) if a.startswith("es:")}
-    assert es and es <= {a for s in maintenance for a in _actions(s)}
-    assert not any("events:PutEvents" in _actions(s) for s in maintenance)
+    es = {a for s in worker for a in actions_of(s) if a.startswith("es:")}
+    assert es and es <= {a for s in maintenance for a in actions_of(s)}
+    assert not any("events:PutEvents" in actions_of(s) for s in maintenance)
 
 
 def test_any_reconciler_finding_alarms(synth):

@@ -36,35 +36,17 @@ from ragline.saga import (
     UPDATE_STEPS,
 )
 from ragline.topology import DELETE_STATE_MACHINE, UPDATE_STATE_MACHINE, physical_name
+from tests.infra.conftest import actions_of
 
 AFTER_PIVOT = (DELETE_OBJECTS, DELETE_RECORD, PUBLISH_DELETED, COMPLETE)
 INGEST_STEPS = (MARK_DELETING, *AFTER_PIVOT, UNMARK_DELETING, FAIL_OPERATION)
 INDEX_STEPS = (DELETE_VECTORS, REINDEX)
 
 
-def _definition(synth) -> dict[str, Any]:
+def _definition(synth, machine: str = DELETE_STATE_MACHINE) -> dict[str, Any]:
     template = synth.templates["Saga"]
-    logical_id = state_machines(template)[DELETE_STATE_MACHINE]
+    logical_id = state_machines(template)[machine]
     return json.loads(local_definition(template, logical_id, imports=synth.templates.values()))
-
-
-def _statements(synth, role_id: str, stack: str) -> list[dict]:
-    found = []
-    for name, template in synth.templates.items():
-        for resource in template["Resources"].values():
-            if resource["Type"] != "AWS::IAM::Policy":
-                continue
-            for ref in resource["Properties"].get("Roles", []):
-                if (ref == {"Ref": role_id} and name == stack) or (
-                    "Fn::ImportValue" in ref and role_id in json.dumps(ref)
-                ):
-                    found += resource["Properties"]["PolicyDocument"]["Statement"]
-    return found
-
-
-def _actions(statement: dict) -> set[str]:
-    actions = statement["Action"]
-    return {actions} if isinstance(actions, str) else set(actions)
 
 
 def test_the_exported_definition_is_what_the_app_synthesizes(synth):
@@ -137,16 +119,21 @@ def test_the_state_machine_is_named_traced_logged_and_tagged(synth):
     )
 
 
-def test_the_state_machine_may_invoke_exactly_the_two_saga_functions(synth):
+def _assert_invokes_exactly_the_two_saga_functions(synth, role_part: str) -> None:
+    """The state machine whose role's logical id contains `role_part`."""
     template = synth.templates["Saga"]
     roles = [k for k, v in template["Resources"].items() if v["Type"] == "AWS::IAM::Role"]
-    (role,) = [r for r in roles if "DocumentDelete" in r]
-    invokes = [s for s in _statements(synth, role, "Saga") if "lambda:InvokeFunction" in _actions(s)]
+    (role,) = [r for r in roles if role_part in r]
+    invokes = [s for s in synth.statements(role, "Saga") if "lambda:InvokeFunction" in actions_of(s)]
     resources = json.dumps([s["Resource"] for s in invokes])
     for name in ("IngestSaga", "IndexSaga"):
         assert name in resources
     for other in ("IngestApi", "IndexWorker", "RetrieveApi"):
         assert other not in resources
+
+
+def test_the_state_machine_may_invoke_exactly_the_two_saga_functions(synth):
+    _assert_invokes_exactly_the_two_saga_functions(synth, "DocumentDelete")
 
 
 def test_only_the_ingest_api_may_start_a_delete_or_an_update_and_knows_the_state_machines(synth):
@@ -157,12 +144,12 @@ def test_only_the_ingest_api_may_start_a_delete_or_an_update_and_knows_the_state
             role_stack = "Index" if stack_name in ("Index", "Retrieve") else stack_name
             starts = [
                 s
-                for s in _statements(synth, synth.logical_id(fn.role), role_stack)
-                if "states:StartExecution" in _actions(s)
+                for s in synth.statements(synth.logical_id(fn.role), role_stack)
+                if "states:StartExecution" in actions_of(s)
             ]
             assert bool(starts) == (name == "ingest-api"), name
             for statement in starts:
-                assert _actions(statement) == {"states:StartExecution"}
+                assert actions_of(statement) == {"states:StartExecution"}
             started = json.dumps([s["Resource"] for s in starts])
             for machine in ("document-delete", "document-update"):
                 assert (f"stateMachine:ragline-dev-{machine}" in started) == (name == "ingest-api"), name
@@ -176,8 +163,8 @@ def test_ingest_saga_may_only_touch_its_tables_objects_under_its_prefixes_and_pu
     fn = ingest.functions["ingest-saga"]
     statements = [
         s
-        for s in _statements(synth, synth.logical_id(fn.role), "Ingest")
-        if not _actions(s) <= {"logs:CreateLogStream", "logs:PutLogEvents"}
+        for s in synth.statements(synth.logical_id(fn.role), "Ingest")
+        if not actions_of(s) <= {"logs:CreateLogStream", "logs:PutLogEvents"}
     ]
     allowed = {
         "dynamodb:GetItem",
@@ -196,13 +183,13 @@ def test_ingest_saga_may_only_touch_its_tables_objects_under_its_prefixes_and_pu
         "kms:Decrypt",  # the platform key, only through S3/DynamoDB/SQS/EventBridge (kms:ViaService)
         "kms:GenerateDataKey",
     }
-    actions = set().union(*(_actions(s) for s in statements))
+    actions = set().union(*(actions_of(s) for s in statements))
     assert actions <= allowed, actions - allowed
     for statement in statements:
-        if _actions(statement) & {"kms:Decrypt", "kms:GenerateDataKey"}:
+        if actions_of(statement) & {"kms:Decrypt", "kms:GenerateDataKey"}:
             assert "kms:ViaService" in statement["Condition"]["StringEquals"], statement
-    reads = [s for s in statements if _actions(s) == {"s3:GetObject"}]
-    writes = [s for s in statements if _actions(s) == {"s3:PutObject"}]
+    reads = [s for s in statements if actions_of(s) == {"s3:GetObject"}]
+    writes = [s for s in statements if actions_of(s) == {"s3:PutObject"}]
     assert len(reads) == 1 and "/raw/*" in json.dumps(reads[0]["Resource"])
     assert len(writes) == 1 and "/parsed/*" in json.dumps(writes[0]["Resource"])
     tables = {name: synth.logical_id(table) for name, table in ingest.tables.items()}
@@ -211,8 +198,8 @@ def test_ingest_saga_may_only_touch_its_tables_objects_under_its_prefixes_and_pu
     }
     assert touched == {"documents", "operations", "collections"}
     collections = [s for s in statements if tables["collections"] in json.dumps(s)]
-    assert set().union(*(_actions(s) for s in collections)) == {"dynamodb:GetItem"}
-    deletes = [s for s in statements if "s3:DeleteObject" in _actions(s)]
+    assert set().union(*(actions_of(s) for s in collections)) == {"dynamodb:GetItem"}
+    deletes = [s for s in statements if "s3:DeleteObject" in actions_of(s)]
     assert len(deletes) == 2
     for statement, prefix in zip(deletes, ("/raw/*", "/parsed/*"), strict=True):
         assert prefix in json.dumps(statement["Resource"])
@@ -220,11 +207,11 @@ def test_ingest_saga_may_only_touch_its_tables_objects_under_its_prefixes_and_pu
 
 def test_index_saga_has_what_the_index_worker_has_on_the_index_and_publishes_nothing(synth):
     index = synth.stacks["Index"]
-    worker = _statements(synth, synth.logical_id(index.functions["index-worker"].role), "Index")
-    saga = _statements(synth, synth.logical_id(index.functions["index-saga"].role), "Index")
-    es = {a for s in worker for a in _actions(s) if a.startswith("es:")}
-    assert es and es <= {a for s in saga for a in _actions(s)}
-    assert not any("events:PutEvents" in _actions(s) for s in saga)
+    worker = synth.statements(synth.logical_id(index.functions["index-worker"].role), "Index")
+    saga = synth.statements(synth.logical_id(index.functions["index-saga"].role), "Index")
+    es = {a for s in worker for a in actions_of(s) if a.startswith("es:")}
+    assert es and es <= {a for s in saga for a in actions_of(s)}
+    assert not any("events:PutEvents" in actions_of(s) for s in saga)
 
 
 # ------------------------------------------------------------------------------ document-update
@@ -233,14 +220,8 @@ UPDATE_INGEST = (RESERVE_VERSION, PARSE_AND_CHUNK, SWITCH_VERSION, INVALIDATE_CA
 UPDATE_INDEX = (INDEX_VERSION, ACTIVATE, DELETE_OLD_VECTORS, REMOVE_NEW_VERSION)
 
 
-def _update_definition(synth) -> dict[str, Any]:
-    template = synth.templates["Saga"]
-    logical_id = state_machines(template)[UPDATE_STATE_MACHINE]
-    return json.loads(local_definition(template, logical_id, imports=synth.templates.values()))
-
-
 def test_the_update_runs_every_step_in_order_on_the_owning_context(synth):
-    definition = _update_definition(synth)
+    definition = _definition(synth, UPDATE_STATE_MACHINE)
     states = definition["States"]
     assert definition["StartAt"] == RESERVE_VERSION
     path, name = [], RESERVE_VERSION
@@ -262,7 +243,7 @@ def test_the_update_runs_every_step_in_order_on_the_owning_context(synth):
 
 
 def test_the_update_is_compensated_in_reverse_before_the_switch_and_retried_after(synth):
-    states = _update_definition(synth)["States"]
+    states = _definition(synth, UPDATE_STATE_MACHINE)["States"]
 
     def catch(step: str, path: str = "$.error") -> list[dict]:
         return [{"ErrorEquals": ["States.ALL"], "ResultPath": path, "Next": step}]
@@ -300,12 +281,4 @@ def test_the_update_state_machine_is_named_traced_logged_tagged_and_invokes_the_
             "Tags": Match.array_with([{"Key": "ragline:state-machine", "Value": UPDATE_STATE_MACHINE}]),
         },
     )
-    template = synth.templates["Saga"]
-    roles = [k for k, v in template["Resources"].items() if v["Type"] == "AWS::IAM::Role"]
-    (role,) = [r for r in roles if "DocumentUpdate" in r]
-    invokes = [s for s in _statements(synth, role, "Saga") if "lambda:InvokeFunction" in _actions(s)]
-    resources = json.dumps([s["Resource"] for s in invokes])
-    for name in ("IngestSaga", "IndexSaga"):
-        assert name in resources
-    for other in ("IngestApi", "IndexWorker", "RetrieveApi"):
-        assert other not in resources
+    _assert_invokes_exactly_the_two_saga_functions(synth, "DocumentUpdate")

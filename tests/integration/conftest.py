@@ -22,7 +22,7 @@ from ragline.local.provision import provision
 from ragline.local.sqs_runner import lambda_sqs_event
 from ragline.settings import Settings
 from ragline.topology import BUS_NAME, physical_name
-from tests.support.event_contracts import PublishedEvents
+from tests.support.event_contracts import PublishedEvents, subscribe_queue
 
 REGION = "us-east-1"
 OBSERVER_QUEUE = "observer"
@@ -87,15 +87,8 @@ class AwsPlatform:
 
 def _add_observer(platform: AwsPlatform) -> None:
     """A queue that receives every ragline.* event on the bus, for events no rule routes yet."""
-    url = platform.sqs.create_queue(QueueName=physical_name(OBSERVER_QUEUE))["QueueUrl"]
-    arn = platform.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
+    url, arn = subscribe_queue(platform.sqs, platform.events, OBSERVER_QUEUE)
     platform.queue_urls[OBSERVER_QUEUE], platform.queue_arns[OBSERVER_QUEUE] = url, arn
-    name = physical_name(OBSERVER_QUEUE)
-    pattern = {"source": [{"prefix": "ragline."}]}
-    platform.events.put_rule(Name=name, EventBusName=BUS_NAME, EventPattern=json.dumps(pattern))
-    platform.events.put_targets(Rule=name, EventBusName=BUS_NAME, Targets=[{"Id": "observer", "Arn": arn}])
 
 
 def provisioned_platform(settings: Settings) -> AwsPlatform:

@@ -202,8 +202,8 @@ class Saga:
         arn = self.execution_arn(operation.operation_id)
         return operation.operation_id, wait_for_execution(self.sfn, arn, timeout_s=60)
 
-    def execution_arn(self, name: str) -> str:
-        machine = self.platform.environment["RAGLINE_DELETE_STATE_MACHINE_ARN"]
+    def execution_arn(self, name: str, machine_key: str = "RAGLINE_DELETE_STATE_MACHINE_ARN") -> str:
+        machine = self.platform.environment[machine_key]
         return machine.replace(":stateMachine:", ":execution:") + f":{name}"
 
     def objects(self, document_id: str) -> list[str]:

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import boto3
-import lancedb
-import pytest
-from jsonschema import Draft202012Validator
 from moto import mock_aws
 
 from functions.index.handlers import worker as index_worker
@@ -24,20 +20,17 @@ from functions.ingest.adapters.operations_table import DynamoOperationRepository
 from functions.ingest.domain.deletion import DeletionRequests
 from functions.ingest.handlers import api, status
 from functions.ingest.handlers import worker as ingest_worker
-from ragline.contracts import EVENT_TYPES, DocumentIndexed, Principal
-from ragline.eventcatalog import example_path, schema_path
-from ragline.search.lance import LanceIndex
+from ragline.contracts import DocumentIndexed, Principal
+from ragline.eventcatalog import example_path
 from ragline.topology import BUS_NAME
-from tests.support.event_contracts import PublishedEvents
+from tests.support.event_contracts import DOCS, PublishedEvents, validators
 
 from .conftest import OBSERVER_QUEUE, AwsPlatform
-from .test_index_worker import DIM, service
-from .test_ingest_handlers import ENGINEER, TOKENIZER, new_document, rest_event
+from .test_index_worker import service
+from .test_ingest_handlers import ENGINEER, new_document, rest_event
+from .test_ingest_handlers import services as services  # noqa: F401 (the fixture)
+from .test_ingest_lifecycle import search as search  # noqa: F401 (the fixture)
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-VALIDATORS = {
-    d.DETAIL_TYPE: Draft202012Validator(json.loads((DOCS / schema_path(d)).read_text())) for d in EVENT_TYPES
-}
 TENANT = "acme"
 CLAIMS = {**ENGINEER, "custom:tenant": TENANT}
 ADA = Principal(user_id=ENGINEER["sub"], groups=frozenset({"engineering"}), tenant=TENANT)
@@ -51,19 +44,6 @@ class Executions:
 
     def start(self, name: str, payload: dict[str, Any]) -> None:
         self.started.append(payload)
-
-
-@pytest.fixture
-def services(aws_platform: AwsPlatform) -> wiring.IngestServices:
-    p = aws_platform
-    return wiring.build(
-        p.settings.model_copy(update={"chunk_max_tokens": 24, "chunk_overlap_tokens": 4}),
-        s3=p.s3,
-        dynamodb=p.dynamodb,
-        events=p.events,
-        sqs=p.sqs,
-        tokenizer=TOKENIZER,
-    )
 
 
 def indexed_document(
@@ -89,12 +69,9 @@ def indexed_document(
 
 
 def test_every_published_event_matches_its_committed_schema(
-    aws_platform: AwsPlatform, services, tmp_path, lambda_context
+    aws_platform: AwsPlatform, services, search, lambda_context
 ) -> None:
     p = aws_platform
-    search = LanceIndex(
-        lancedb.connect(tmp_path, read_consistency_interval=timedelta(0)), "chunks", dimension=DIM
-    )
     kept, point_to_point = indexed_document(
         p, services, search, lambda_context, "# Keep\n\nRotate keys yearly."
     )
@@ -124,7 +101,7 @@ def test_every_published_event_matches_its_committed_schema(
     bodies = [json.loads(m["Body"]) for m in p.receive(OBSERVER_QUEUE, expected=20, attempts=20)]
     bodies += [json.loads(m["Body"]) for m in point_to_point]
     for body in bodies:
-        VALIDATORS[body["detail-type"]].validate(body)
+        validators()[body["detail-type"]].validate(body)
     # The document's tenant travels with every event about it (notify matches subscriptions by it).
     assert {b["detail"]["metadata"]["tenant"] for b in bodies} == {TENANT}
     published = sorted({b["detail-type"] for b in bodies})

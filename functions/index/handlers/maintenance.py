@@ -36,12 +36,7 @@ def run(service: IndexService, command: Any) -> dict[str, Any]:
     if isinstance(command, InventoryCommand):
         counts = service.inventory(command.after, command.size)
         page = InventoryPage(
-            versions=[
-                IndexedVersion(
-                    document_id=c.document_id, version=c.version, active=c.active, inactive=c.inactive
-                )
-                for c in counts
-            ]
+            versions=[IndexedVersion.model_validate(c, from_attributes=True) for c in counts]
         )
         return page.model_dump(mode="json")
     if isinstance(command, DeleteVectorsCommand):

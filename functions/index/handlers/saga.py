@@ -46,10 +46,8 @@ def make_handler(
         noted = state.get("document") or {}
         if not noted.get("indexed"):  # it had no searchable version before the delete began
             return {"reindexed": 0}
-        service = index_service()
         source = ChunkFile(state["document_id"], noted["version"], noted["chunks_key"], noted["chunk_count"])
-        service.index_version(source)
-        return {"reindexed": service.activate(source.document_id, source.version)}
+        return {"reindexed": index_service().restore_version(source)}
 
     def index_new_version(state: dict[str, Any]) -> dict[str, Any]:
         plan, chunks = state["update"], state["chunks"]

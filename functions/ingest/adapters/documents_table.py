@@ -153,12 +153,12 @@ class DynamoDocumentRepository:
                 ClientRequestToken=f"{document.id}-v{document.version}",
             )
         except ClientError as exc:
-            error = exc.response.get("Error", {}).get("Code")
-            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-            if error == "TransactionCanceledException" and reasons[:1] == ["ConditionalCheckFailed"]:
+            if _is_condition_failure(exc):
                 if self._written_by_us(document):
                     return
                 raise DocumentAlreadyExists(document.id) from exc
+            error = exc.response.get("Error", {}).get("Code")
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
             if error == "TransactionCanceledException" and reasons[1:2] == ["ConditionalCheckFailed"]:
                 raise ContentClaimed(content_key) from exc
             raise

@@ -33,12 +33,12 @@ from ragline.saga import (
 )
 
 from .errors import DocumentBusy, DocumentNotFound
-from .operations import OperationRequests, SagaSteps, progress, visible
+from .operations import OperationRequests, SagaSteps, progress, running_holder, visible
 from .ports import (
     OperationRecord,
     PendingEvent,
     chunks_key,
-    content_key,
+    claim_key,
     document_parsed_prefix,
     event_metadata,
     raw_prefix,
@@ -73,8 +73,8 @@ class DeletionRequests(OperationRequests):
             raise DocumentNotFound(document_id)
         for _ in range(3):  # each failed claim means another request changed the holder meanwhile
             holder = document.operation_id
-            held = self._operations.get(holder) if holder is not None else None
-            if held is not None and not held.operation.status.finished:
+            held = running_holder(self._operations, document)
+            if held is not None:
                 if held.operation.kind == OperationKind.DELETE:
                     return self._started(held)  # a delete in flight: that one
                 break  # an update in flight: this delete waits its turn (MarkDeleting claims it)
@@ -109,10 +109,9 @@ class DeleteSaga(SagaSteps):
         if document.operation_id != operation_id:
             # An update held it when this delete was requested: take it over once that has finished.
             holder = document.operation_id
-            held = self._operations.get(holder) if holder is not None else None
-            if (
-                held is not None and not held.operation.status.finished
-            ) or not self._documents.claim_operation(document_id, operation_id, holder=holder):
+            if running_holder(self._operations, document) is not None or not self._documents.claim_operation(
+                document_id, operation_id, holder=holder
+            ):
                 raise DocumentBusy(f"document {document_id} is held by operation {holder}")
             document = self._documents.get(document_id)
             if document is None:
@@ -151,12 +150,8 @@ class DeleteSaga(SagaSteps):
         document_id = record.operation.document_id
         document = self._documents.get(document_id)
         if document is not None:
-            claim = (
-                content_key(
-                    document.tenant, document.collection, document.content_hash, document.allowed_groups
-                )
-                if document.content_hash
-                else None
+            claim = claim_key(
+                document.tenant, document.collection, document.content_hash, document.allowed_groups
             )
             event = _deleted(record, state.get("document") or record.document)
             announce = PendingEvent(

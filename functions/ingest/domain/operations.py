@@ -55,6 +55,15 @@ def visible(document: Document, principal: Principal) -> bool:
     return can_see(principal, document.allowed_groups, document.tenant)
 
 
+def running_holder(operations: OperationRepository, document: Document) -> OperationRecord | None:
+    """The operation holding the document, if it has not finished (a finished one stays recorded as
+    the holder until the next operation takes the document over)."""
+    if document.operation_id is None:
+        return None
+    held = operations.get(document.operation_id)
+    return held if held is not None and not held.operation.status.finished else None
+
+
 def progress(
     record: OperationRecord,
     now: datetime,

@@ -74,14 +74,9 @@ class ChunkingService:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         """`collections` None: every document is chunked with the chunker's own settings."""
-        self._max_bytes = max_document_bytes
         self._documents = documents
-        self._collections = collections
-        self._raw = raw
-        self._parsed = parsed
         self._publisher = publisher
         self._index_queue = index_queue
-        self._chunker = chunker
         self._clock = clock
         self._versions = VersionChunker(
             raw, parsed, chunker, collections=collections, max_document_bytes=max_document_bytes

@@ -113,9 +113,6 @@ class DocumentRepository(Protocol):
         """Reserve version `reserved` on the document (the update saga) iff `operation_id` holds it,
         it is `indexed` at `version` and no other version is reserved; idempotent."""
 
-    def reserved_version(self, document_id: str) -> int | None:
-        """The version an update has reserved on the document, if any."""
-
     def switch_version(self, document: Document, operation_id: str, *, previous: int) -> bool:
         """The document becomes `document` (its new version, groups, metadata, title, counts,
         status) iff `operation_id` holds it at `previous` with `document.version` reserved; the
@@ -249,8 +246,12 @@ def document_parsed_prefix(document_id: str) -> str:
     return f"parsed/{document_id}/"
 
 
+def raw_version_prefix(document_id: str, version: int) -> str:
+    return raw_prefix(document_id) + f"v{version}/"
+
+
 def raw_key(document_id: str, version: int) -> str:
-    return f"raw/{document_id}/v{version}/original"
+    return raw_version_prefix(document_id, version) + "original"
 
 
 def source_raw_key(document: Document) -> str:
@@ -277,6 +278,13 @@ def content_key(tenant: str | None, collection: str, content_hash: str, allowed_
     re-upload meant for a new audience must not come back with the old audience's access list."""
     groups = hashlib.sha256("\n".join(sorted(set(allowed_groups))).encode()).hexdigest()[:32]
     return f"hash#{tenant or ''}#{collection}#{content_hash}#{groups}"
+
+
+def claim_key(
+    tenant: str | None, collection: str, content_hash: str | None, allowed_groups: Iterable[str]
+) -> str | None:
+    """The content key a document holds, if it has content (a hash) to claim."""
+    return content_key(tenant, collection, content_hash, allowed_groups) if content_hash else None
 
 
 def listing_position(document: Document) -> str:

@@ -33,6 +33,7 @@ from typing import Any
 from ragline.contracts import Document, DocumentDeleted, DocumentStatus, EventDetail, IndexedVersion, utcnow
 
 from .errors import VectorsLost
+from .operations import running_holder
 from .ports import (
     DocumentRepository,
     EventPublisher,
@@ -280,12 +281,7 @@ class Reconciler:
         return True
 
     def _busy(self, document: Document) -> bool:
-        """Held by an operation that has not finished (a finished one stays recorded as the holder
-        until the next operation takes the document over)."""
-        if document.operation_id is None:
-            return False
-        record = self._operations.get(document.operation_id)
-        return record is not None and not record.operation.status.finished
+        return running_holder(self._operations, document) is not None
 
     def _unchanged(self, finding: Finding) -> bool:
         now = self._documents.get(finding.document_id)

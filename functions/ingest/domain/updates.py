@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ragline.contracts import (
+    ContentType,
     Document,
     DocumentStatus,
     DocumentUpdated,
@@ -52,7 +53,7 @@ from .errors import (
     InvalidMetadata,
     VersionConflict,
 )
-from .operations import OperationRequests, SagaSteps, progress, visible
+from .operations import OperationRequests, SagaSteps, progress, running_holder, visible
 from .pipeline import VersionChunker
 from .ports import (
     BlobStore,
@@ -62,10 +63,11 @@ from .ports import (
     OperationRecord,
     OperationRepository,
     chunks_key,
-    content_key,
+    claim_key,
     event_metadata,
     parsed_prefix,
     raw_key,
+    raw_version_prefix,
     source_raw_key,
 )
 
@@ -119,8 +121,9 @@ class UpdateRequests(OperationRequests):
         if document is None or not visible(document, principal):
             raise DocumentNotFound(document_id)
         holder = document.operation_id
-        held = self._operations.get(holder) if holder is not None and holder != own else None
-        if held is not None and not held.operation.status.finished:
+        # A retry of this very request (its key) finds the document held by its own operation.
+        held = running_holder(self._operations, document) if holder != own else None
+        if held is not None:
             raise DocumentBusy(
                 f"document {document_id} is held by {held.operation.kind} operation {holder}: "
                 "send the update again once it has finished"
@@ -176,8 +179,6 @@ class UpdateRequests(OperationRequests):
 
 def new_version(document: Document, noted: dict[str, Any], **changes: Any) -> Document:
     """The document at the version the update builds, as `noted` at the request."""
-    from ragline.contracts import ContentType
-
     return document.model_copy(
         update={
             "version": noted["version"],
@@ -191,12 +192,6 @@ def new_version(document: Document, noted: dict[str, Any], **changes: Any) -> Do
             **changes,
         }
     )
-
-
-def _claim_key(
-    tenant: str | None, collection: str, content_hash: str | None, groups: list[str]
-) -> str | None:
-    return content_key(tenant, collection, content_hash, groups) if content_hash else None
 
 
 class UpdateSaga(SagaSteps):
@@ -314,10 +309,10 @@ class UpdateSaga(SagaSteps):
         self._documents.move_claim(
             old.id,
             version=noted["version"],
-            old_key=_claim_key(old.tenant, old.collection, old.content_hash, old.allowed_groups)
+            old_key=claim_key(old.tenant, old.collection, old.content_hash, old.allowed_groups)
             if old.version == noted["previous"]
             else None,
-            new_key=_claim_key(old.tenant, old.collection, noted["content_hash"], noted["allowed_groups"]),
+            new_key=claim_key(old.tenant, old.collection, noted["content_hash"], noted["allowed_groups"]),
         )
         self._operations.save(
             progress(record, self._clock(), done=SWITCH_VERSION, current=DELETE_OLD_VECTORS)
@@ -374,7 +369,7 @@ class UpdateSaga(SagaSteps):
         if document.version != noted["previous"]:
             raise VersionConflict(f"document {document_id} is at version {document.version}: not compensated")
         if noted.get("new_original"):
-            self._raw.delete_prefix(raw_key(document_id, noted["version"]).rsplit("/", 1)[0] + "/")
+            self._raw.delete_prefix(raw_version_prefix(document_id, noted["version"]))
         self._parsed.delete_prefix(parsed_prefix(document_id, noted["version"]))
         released = self._documents.release(
             document_id, record.operation.operation_id, version=noted["previous"]

@@ -7,27 +7,17 @@ verifies the certificate against the URL's host name. Redirects are never follow
 
 from __future__ import annotations
 
-import ipaddress
-import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import httpcore
 import httpx
 
-from functions.notify.domain.addresses import IpAddress, check_url, pick_address
-from functions.notify.domain.errors import DeliveryFailed, WebhookUrlRefused
+from functions.notify.adapters.dns import AddressPolicy, Resolve, resolve
+from functions.notify.domain.addresses import check_url, pick_address
+from functions.notify.domain.errors import DeliveryFailed
 
-Resolve = Callable[[str, int], list[IpAddress]]
-
-
-def resolve(host: str, port: int) -> list[IpAddress]:
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise WebhookUrlRefused(f"{host} does not resolve") from exc
-    # scope ids (fe80::1%eth0) are not part of the address
-    return list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
+__all__ = ["AddressPolicy", "CheckedBackend", "CheckedTransport", "HttpWebhookSender", "Resolve", "resolve"]
 
 
 class CheckedBackend(httpcore.SyncBackend):
@@ -51,23 +41,14 @@ class CheckedBackend(httpcore.SyncBackend):
 
 class CheckedTransport(httpx.HTTPTransport):
     def __init__(self, resolver: Resolve, *, allow_loopback: bool) -> None:
-        super().__init__(trust_env=False)  # no proxy from the environment: it would connect for us
+        ctx = httpx.create_ssl_context()
+        super().__init__(verify=ctx, trust_env=False)
+        # The pool connects through CheckedBackend only; it has no proxy, and HttpWebhookSender's
+        # Client (trust_env=False) takes none from the environment (a proxy would connect unchecked).
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=ctx,
             network_backend=CheckedBackend(resolver, allow_loopback=allow_loopback),
         )
-
-
-class AddressPolicy:
-    """The subscriptions API's check of a new webhook URL: its form, and where it resolves now."""
-
-    def __init__(self, *, allow_loopback: bool = False, resolver: Resolve = resolve) -> None:
-        self._allow_loopback = allow_loopback
-        self._resolve = resolver
-
-    def check(self, url: str) -> None:
-        host, port = check_url(url, allow_loopback=self._allow_loopback)
-        pick_address(host, self._resolve(host, port), allow_loopback=self._allow_loopback)
 
 
 class HttpWebhookSender:
@@ -84,16 +65,10 @@ class HttpWebhookSender:
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> None:
         check_url(url, allow_loopback=self._allow_loopback)
+        # CheckedBackend's WebhookUrlRefused is no httpx error: httpx passes it on as itself.
         try:
             response = self._client.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
-            # the refusal from CheckedBackend arrives wrapped, or as itself
-            cause = exc.__cause__ or exc.__context__
-            if isinstance(cause, WebhookUrlRefused):
-                raise cause from None
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
         if not response.is_success:
             raise DeliveryFailed(f"the receiver answered {response.status_code}")
-
-    def close(self) -> None:
-        self._client.close()

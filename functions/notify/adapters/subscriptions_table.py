@@ -100,59 +100,52 @@ class DynamoSubscriptionRepository:
     def delete(self, subscription_id: str) -> None:
         self._client.delete_item(TableName=self._table, Key=self._key(subscription_id))
 
-    def record_success(self, subscription_id: str, now: datetime) -> None:
+    def _update(self, subscription_id: str, **kwargs: Any) -> dict[str, Any] | None:
+        """update_item on one subscription; None when its condition failed."""
         try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=self._key(subscription_id),
-                UpdateExpression="SET consecutive_failures = :zero, updated_at = :now",
-                ConditionExpression="attribute_exists(subscription_id) AND consecutive_failures > :zero",
-                ExpressionAttributeValues={":zero": {"N": "0"}, ":now": {"S": now.isoformat()}},
-            )
+            return self._client.update_item(TableName=self._table, Key=self._key(subscription_id), **kwargs)
         except ClientError as exc:
-            if not _conditional_failed(exc):  # already 0, or deleted meanwhile
-                raise
+            if _conditional_failed(exc):
+                return None
+            raise
+
+    def record_success(self, subscription_id: str, now: datetime) -> None:
+        # a failed condition: already 0, or deleted meanwhile
+        self._update(
+            subscription_id,
+            UpdateExpression="SET consecutive_failures = :zero, updated_at = :now",
+            ConditionExpression="attribute_exists(subscription_id) AND consecutive_failures > :zero",
+            ExpressionAttributeValues={":zero": {"N": "0"}, ":now": {"S": now.isoformat()}},
+        )
 
     def record_failure(self, subscription_id: str, error: str, now: datetime) -> int:
-        try:
-            response = self._client.update_item(
-                TableName=self._table,
-                Key=self._key(subscription_id),
-                UpdateExpression="ADD consecutive_failures :one, failed_attempts :one "
-                "SET last_error = :error, updated_at = :now",
-                ConditionExpression="attribute_exists(subscription_id)",
-                ExpressionAttributeValues={
-                    ":one": {"N": "1"},
-                    ":error": {"S": error[:500]},
-                    ":now": {"S": now.isoformat()},
-                },
-                ReturnValues="UPDATED_NEW",
-            )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return 0
-            raise
-        return int(response["Attributes"]["consecutive_failures"]["N"])
+        response = self._update(
+            subscription_id,
+            UpdateExpression="ADD consecutive_failures :one, failed_attempts :one "
+            "SET last_error = :error, updated_at = :now",
+            ConditionExpression="attribute_exists(subscription_id)",
+            ExpressionAttributeValues={
+                ":one": {"N": "1"},
+                ":error": {"S": error[:500]},
+                ":now": {"S": now.isoformat()},
+            },
+            ReturnValues="UPDATED_NEW",
+        )
+        return 0 if response is None else int(response["Attributes"]["consecutive_failures"]["N"])
 
     def disable(self, subscription_id: str, now: datetime) -> bool:
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=self._key(subscription_id),
-                UpdateExpression="SET #s = :disabled, updated_at = :now",
-                ConditionExpression="#s = :active",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
-                    ":disabled": {"S": SubscriptionStatus.DISABLED.value},
-                    ":active": {"S": SubscriptionStatus.ACTIVE.value},
-                    ":now": {"S": now.isoformat()},
-                },
-            )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        response = self._update(
+            subscription_id,
+            UpdateExpression="SET #s = :disabled, updated_at = :now",
+            ConditionExpression="#s = :active",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={
+                ":disabled": {"S": SubscriptionStatus.DISABLED.value},
+                ":active": {"S": SubscriptionStatus.ACTIVE.value},
+                ":now": {"S": now.isoformat()},
+            },
+        )
+        return response is not None
 
 
 class DynamoSecretStore:

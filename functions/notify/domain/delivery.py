@@ -69,14 +69,15 @@ class Fanout:
         for record in self._subscriptions.list_by_tenant(metadata.tenant):
             if not matches(record, detail_type, metadata.tenant, collection):
                 continue
+            delivery = delivery_id(envelope["id"], record.subscription_id)
             self._queue.send(
                 DeliveryRequested(
                     metadata=EventMetadata(
                         correlation_id=metadata.correlation_id,
-                        idempotency_key=delivery_id(envelope["id"], record.subscription_id),
+                        idempotency_key=delivery,
                         tenant=metadata.tenant,
                     ),
-                    delivery_id=delivery_id(envelope["id"], record.subscription_id),
+                    delivery_id=delivery,
                     subscription_id=record.subscription_id,
                     event=envelope,
                 )

@@ -29,18 +29,11 @@ class DeliveryNotDone(RuntimeError):
     """Fails the record: SQS gives it back after its visibility timeout, or to the DLQ."""
 
 
-def queue_url(arn: str) -> str:
-    """arn:aws:sqs:<region>:<account>:<name> as the queue URL ChangeMessageVisibility takes."""
-    _, _, _, region, account, name = arn.split(":", 5)
-    return f"https://sqs.{region}.amazonaws.com/{account}/{name}"
-
-
 def make_handler(
     deliverer: Callable[[], Deliverer],
     sqs: Callable[[], Any],
     *,
     max_receive_count: int = QUEUE.max_receive_count,
-    url_of: Callable[[str], str] = queue_url,
 ) -> Handler:
     def handle(record: SQSRecord) -> None:
         request = parse_envelope(json.loads(record.body), DeliveryRequested).detail
@@ -54,7 +47,7 @@ def make_handler(
         if result.outcome in (Outcome.RETRY, Outcome.EXHAUSTED):
             # Exhausted: visible at once, so the next receive moves it to the DLQ without waiting.
             sqs().change_message_visibility(
-                QueueUrl=url_of(record.event_source_arn),
+                QueueUrl=record.queue_url,  # built from the record's eventSourceARN
                 ReceiptHandle=record.receipt_handle,
                 VisibilityTimeout=result.retry_after_s,
             )

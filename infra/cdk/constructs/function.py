@@ -8,6 +8,7 @@ Roles are passed in: each function gets its own, and the owning stack decides it
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from aws_cdk import Aws, Duration, Stack
 from aws_cdk import aws_events as events
@@ -161,6 +162,46 @@ class RaglineFunction(Construct):
                     report_batch_item_failures=True,
                 )
             )
+
+
+def asset_function(
+    scope: Construct,
+    construct_id: str,
+    *,
+    config: DeployConfig,
+    directory: Path,
+    handler: str,
+    role: iam.IRole,
+    timeout: Duration,
+    description: str,
+    memory_size: int | None = None,
+    environment: Mapping[str, str] | None = None,
+) -> lambda_.Function:
+    """A small stand-alone function deployed from its own directory (no ragline code, no layers):
+    `<construct_id>Logs` with retention, logs granted on it alone, X-Ray active."""
+    log_group = logs.LogGroup(
+        scope, f"{construct_id}Logs", retention=config.log_retention, removal_policy=config.cdk_removal_policy
+    )
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[log_group.log_group_arn]
+        )
+    )
+    return lambda_.Function(
+        scope,
+        construct_id,
+        runtime=RUNTIME,
+        architecture=ARCHITECTURE,
+        code=lambda_.Code.from_asset(str(directory), exclude=["__pycache__"]),
+        handler=handler,
+        memory_size=memory_size,
+        timeout=timeout,
+        role=role,
+        log_group=log_group,
+        tracing=lambda_.Tracing.ACTIVE,
+        environment=dict(environment) if environment is not None else None,
+        description=description,
+    )
 
 
 def context_functions(

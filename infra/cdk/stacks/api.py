@@ -31,8 +31,8 @@ from constructs import Construct
 
 from infra.cdk import apimodels
 from infra.cdk.config import DeployConfig
-from infra.cdk.constructs.function import ARCHITECTURE, RUNTIME, RaglineFunction
-from infra.cdk.naming import pascal
+from infra.cdk.constructs.function import RaglineFunction, asset_function
+from infra.cdk.naming import pascal, resource_name
 from ragline.identity import TENANT_CLAIM
 from ragline.topology import RESOURCE_SERVER, SCOPES, TOPOLOGY, RouteSpec, oauth_scope
 
@@ -134,7 +134,7 @@ class Identity(Construct):
         self.machine_clients = {
             name: self.user_pool.add_client(
                 f"{pascal(name)}MachineClient",
-                user_pool_client_name=f"ragline-{config.stage}-{name}",
+                user_pool_client_name=resource_name(config.stage, name),
                 generate_secret=True,
                 o_auth=cognito.OAuthSettings(
                     flows=cognito.OAuthFlows(client_credentials=True),
@@ -163,26 +163,18 @@ class Identity(Construct):
         self.domain = self.user_pool.add_domain(
             "Domain",
             cognito_domain=cognito.CognitoDomainOptions(
-                domain_prefix=config.api.auth_domain_prefix or f"ragline-{config.stage}-{Aws.ACCOUNT_ID}"
+                domain_prefix=config.api.auth_domain_prefix or resource_name(config.stage, Aws.ACCOUNT_ID)
             ),
         )
         # Seam: groups (the visibility model) are managed by admins: `aws cognito-idp create-group`.
 
     def _pre_token_trigger(self, config: DeployConfig) -> lambda_.Function:
         """Scopes, groups and the tenant claim into access tokens (triggers/pre_token.py)."""
-        log_group = logs.LogGroup(
-            self, "PreTokenLogs", retention=config.log_retention, removal_policy=config.cdk_removal_policy
-        )
         role = iam.Role(
             self,
             "PreTokenRole",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description="ragline Cognito pre token generation trigger",
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[log_group.log_group_arn]
-            )
         )
         role.add_to_policy(
             iam.PolicyStatement(
@@ -196,18 +188,15 @@ class Identity(Construct):
                 ],
             )
         )
-        return lambda_.Function(
+        return asset_function(
             self,
             "PreToken",
-            runtime=RUNTIME,
-            architecture=ARCHITECTURE,
-            code=lambda_.Code.from_asset(str(TRIGGERS_DIR), exclude=["__pycache__"]),
+            config=config,
+            directory=TRIGGERS_DIR,
             handler="pre_token.handler",
             memory_size=128,
             timeout=Duration.seconds(5),
             role=role,
-            log_group=log_group,
-            tracing=lambda_.Tracing.ACTIVE,
             environment={
                 "RAGLINE_PEOPLE_SCOPES": json.dumps(config.api.people_scopes.oauth()),
                 "RAGLINE_MACHINE_CLIENTS_PARAMETER": self.machine_clients_parameter_name,
@@ -294,7 +283,7 @@ class ApiStack(Stack):
         return {
             tier.name: self.api.add_usage_plan(
                 f"{pascal(tier.name)}Plan",
-                name=f"ragline-{config.stage}-{tier.name}",
+                name=resource_name(config.stage, tier.name),
                 description=f"ragline {tier.name} tier",
                 throttle=apigateway.ThrottleSettings(rate_limit=tier.rate_per_second, burst_limit=tier.burst),
                 quota=apigateway.QuotaSettings(limit=tier.daily_quota, period=apigateway.Period.DAY),

@@ -13,7 +13,7 @@ from constructs import Construct
 
 from infra.cdk.config import DeployConfig
 from infra.cdk.constructs.function import RaglineFunction, context_functions
-from infra.cdk.constructs.table import context_tables
+from infra.cdk.constructs.table import context_tables, grant_table_access
 from infra.cdk.environment import env, var
 from infra.cdk.packaging import LLM_TOKENIZER_PATH
 from infra.cdk.stacks.models import ModelsStack
@@ -60,13 +60,7 @@ class ContextStack(Stack):
             },
             queues=platform.queues,
         )
-        if set(TABLE_ACCESS) != set(self.functions):
-            raise ValueError(
-                f"TABLE_ACCESS names {sorted(TABLE_ACCESS)}; the context has {sorted(self.functions)}"
-            )
-        for name, fn in self.functions.items():
-            for table, actions in TABLE_ACCESS[name].items():
-                self.tables[table].grant(fn.role, *actions)
+        grant_table_access(self.tables, self.functions, TABLE_ACCESS)
 
         # Only the answers function retrieves and generates.
         answers = self.functions[ANSWERS_FUNCTION]

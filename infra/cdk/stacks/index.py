@@ -14,20 +14,14 @@ from pathlib import Path
 from aws_cdk import CfnCustomResource, Duration, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_opensearchservice as opensearch
 from constructs import Construct
 
 from infra.cdk.config import DeployConfig, SearchConfig
-from infra.cdk.constructs.function import (
-    ARCHITECTURE,
-    RUNTIME,
-    RaglineFunction,
-    context_functions,
-    lambda_role,
-)
+from infra.cdk.constructs.function import RaglineFunction, asset_function, context_functions, lambda_role
 from infra.cdk.environment import env
+from infra.cdk.naming import resource_name
 from infra.cdk.stacks.ingest import IngestStack
 from infra.cdk.stacks.models import ModelsStack
 from infra.cdk.stacks.platform import PlatformStack
@@ -143,7 +137,7 @@ class IndexStack(Stack):
         os_config = config.opensearch
         multi_az = os_config.instance_count > 1
         # Named, because its resource policy must name it: a Ref/GetAtt there would be a self-reference.
-        domain_name = f"ragline-{config.stage}"
+        domain_name = resource_name(config.stage)
 
         def paths(context: str) -> list[str]:
             return [
@@ -224,25 +218,14 @@ class IndexStack(Stack):
     def _map_search_roles(self, config: DeployConfig, domain: opensearch.Domain) -> None:
         """A custom resource, run as the master user, that maps each search role to its OpenSearch
         role (SEARCH_ROLES) on every deploy."""
-        log_group = logs.LogGroup(
-            self, "SearchRolesLogs", retention=config.log_retention, removal_policy=config.cdk_removal_policy
-        )
-        self.search_admin.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[log_group.log_group_arn]
-            )
-        )
-        function = lambda_.Function(
+        function = asset_function(
             self,
             "SearchRoles",
-            runtime=RUNTIME,
-            architecture=ARCHITECTURE,
-            code=lambda_.Code.from_asset(str(CUSTOM_DIR), exclude=["__pycache__"]),
+            config=config,
+            directory=CUSTOM_DIR,
             handler="search_roles.handler",
             timeout=Duration.minutes(2),
             role=self.search_admin,
-            log_group=log_group,
-            tracing=lambda_.Tracing.ACTIVE,
             description="ragline: maps the search roles into OpenSearch fine-grained access control",
         )
         mappings: dict[str, list[str]] = {}

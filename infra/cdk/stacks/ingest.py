@@ -35,18 +35,21 @@ from ragline.topology import (
 )
 
 CONTEXT = "ingest"
+
+
+def starters(method: str, path: str) -> set[str]:
+    """The functions that serve `method path`."""
+    return {f.name for f in TOPOLOGY.functions if RouteSpec(method, path) in f.routes}
+
+
 # Buckets whose events a topology rule routes: clients upload into them with presigned PUTs.
 UPLOAD_BUCKETS = {rule.bucket for rule in TOPOLOGY.rules if rule.bucket is not None}
 # Who hands out upload URLs: each schedules its UploadDeadline on the uploads queue.
-UPLOAD_STARTERS = {f.name for f in TOPOLOGY.functions if RouteSpec("POST", "/v1/documents") in f.routes}
+UPLOAD_STARTERS = starters("POST", "/v1/documents")
 # Who starts the delete saga (DELETE /v1/documents/{id}), and the function that runs ingest's steps.
-DELETE_STARTERS = {
-    f.name for f in TOPOLOGY.functions if RouteSpec("DELETE", "/v1/documents/{document_id}") in f.routes
-}
+DELETE_STARTERS = starters("DELETE", "/v1/documents/{document_id}")
 # Who starts the update saga (PUT /v1/documents/{id}).
-UPDATE_STARTERS = {
-    f.name for f in TOPOLOGY.functions if RouteSpec("PUT", "/v1/documents/{document_id}") in f.routes
-}
+UPDATE_STARTERS = starters("PUT", "/v1/documents/{document_id}")
 SAGA_FUNCTION = "ingest-saga"
 # The reconciler, and the index context's function it asks (deployed later, so known by name).
 RECONCILE_FUNCTION = "ingest-reconcile"
@@ -175,21 +178,26 @@ class IngestStack(Stack):
         self.tables["operations"].grant(fn.role, "dynamodb:GetItem")
         platform.bus.grant_put_events_to(fn.role)
 
+    def _grant_start(self, config: DeployConfig, machine: str, names: set[str], setting: str) -> None:
+        """`names` may start executions of the saga state machine `machine` (known by its explicit
+        name: the Saga stack comes later) and learn its ARN from the `setting` variable."""
+        arn = self.format_arn(
+            service="states",
+            resource="stateMachine",
+            resource_name=state_machine_name(config.stage, machine),
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        for name in names:
+            self.functions[name].function.add_environment(var(setting), arn)
+            self.functions[name].role.add_to_principal_policy(
+                iam.PolicyStatement(actions=["states:StartExecution"], resources=[arn])
+            )
+
     def _delete_saga(self, config: DeployConfig, platform: PlatformStack) -> None:
         """The starters may start executions of the document-delete state machine and nothing else;
         ingest-saga may read and write the documents and operations tables, delete (every version
         of) the objects under each bucket's own prefix, and announce the outcome."""
-        arn = self.format_arn(
-            service="states",
-            resource="stateMachine",
-            resource_name=state_machine_name(config.stage, DELETE_STATE_MACHINE),
-            arn_format=ArnFormat.COLON_RESOURCE_NAME,
-        )
-        for name in DELETE_STARTERS:
-            self.functions[name].function.add_environment(var("delete_state_machine_arn"), arn)
-            self.functions[name].role.add_to_principal_policy(
-                iam.PolicyStatement(actions=["states:StartExecution"], resources=[arn])
-            )
+        self._grant_start(config, DELETE_STATE_MACHINE, DELETE_STARTERS, "delete_state_machine_arn")
         role = self.functions[SAGA_FUNCTION].role
         self.tables["documents"].grant(role, "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
         self.tables["operations"].grant(role, "dynamodb:GetItem", "dynamodb:PutItem")
@@ -212,17 +220,7 @@ class IngestStack(Stack):
         new original first: they write the raw bucket already); ingest-saga may also read the
         originals, write the parsed files (ParseAndChunk), read the collections (chunk settings) and put
         the content claim of a new version."""
-        arn = self.format_arn(
-            service="states",
-            resource="stateMachine",
-            resource_name=state_machine_name(config.stage, UPDATE_STATE_MACHINE),
-            arn_format=ArnFormat.COLON_RESOURCE_NAME,
-        )
-        for name in UPDATE_STARTERS:
-            self.functions[name].function.add_environment(var("update_state_machine_arn"), arn)
-            self.functions[name].role.add_to_principal_policy(
-                iam.PolicyStatement(actions=["states:StartExecution"], resources=[arn])
-            )
+        self._grant_start(config, UPDATE_STATE_MACHINE, UPDATE_STARTERS, "update_state_machine_arn")
         role = self.functions[SAGA_FUNCTION].role
         role.add_to_principal_policy(
             iam.PolicyStatement(

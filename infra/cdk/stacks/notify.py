@@ -17,14 +17,15 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_ses as ses
 from constructs import Construct
 
-from infra.cdk.apimodels import DRAFT4, draft4
+from infra.cdk.apimodels import draft4_schema
 from infra.cdk.config import DeployConfig
 from infra.cdk.constructs.function import RaglineFunction, context_functions
-from infra.cdk.constructs.table import context_tables
+from infra.cdk.constructs.table import context_tables, grant_table_access
 from infra.cdk.environment import env
+from infra.cdk.naming import resource_name
 from infra.cdk.stacks.platform import PlatformStack
 from ragline.contracts import PUBLIC_EVENT_TYPES, EventDetail
-from ragline.eventcatalog import event_schema, resolve
+from ragline.eventcatalog import event_schema
 
 NOTIFY = "notify"
 API, FANOUT, DELIVER = "notify-api", "notify-fanout", "notify-deliver"
@@ -46,7 +47,7 @@ TABLE_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
 
 def registry_schema(detail: type[EventDetail]) -> dict[str, Any]:
     """The event's schema as the Schema Registry takes it: JSON Schema draft 4, self-contained."""
-    return {"$schema": DRAFT4, **draft4(resolve(event_schema(detail)), {})}
+    return draft4_schema(event_schema(detail))
 
 
 def schema_name(detail: type[EventDetail]) -> str:
@@ -77,13 +78,7 @@ class NotifyStack(Stack):
         self.functions: dict[str, RaglineFunction] = context_functions(
             self, NOTIFY, config=config, environment=environment, queues=platform.queues
         )
-        if set(TABLE_ACCESS) != set(self.functions):
-            raise ValueError(
-                f"TABLE_ACCESS names {sorted(TABLE_ACCESS)}; notify has {sorted(self.functions)}"
-            )
-        for name, fn in self.functions.items():
-            for table, actions in TABLE_ACCESS[name].items():
-                self.tables[table].grant(fn.role, *actions)
+        grant_table_access(self.tables, self.functions, TABLE_ACCESS)
         platform.queues[DELIVERIES_QUEUE].grant_send_messages(self.functions[FANOUT].role)
         deliver = self.functions[DELIVER]
         platform.bus.grant_put_events_to(deliver.role)  # SubscriptionDisabled
@@ -104,7 +99,7 @@ class NotifyStack(Stack):
         self.registry = eventschemas.CfnRegistry(
             self,
             "EventRegistry",
-            registry_name=f"ragline-{config.stage}",
+            registry_name=resource_name(config.stage),
             description="Ragline's published events (docs/events/README.md)",
         )
         self.schemas = {

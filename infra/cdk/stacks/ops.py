@@ -25,7 +25,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.cdk.config import DeployConfig
-from infra.cdk.naming import pascal
+from infra.cdk.naming import pascal, resource_name
 from infra.cdk.stacks.models import VARIANT, ModelsStack
 from infra.cdk.stacks.platform import PlatformStack
 from ragline.contracts import ChunksReady
@@ -86,7 +86,7 @@ class OpsStack(Stack):
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        self.prefix = f"ragline-{config.stage}"
+        self.prefix = resource_name(config.stage)
         self.action = actions.SnsAction(platform.alarm_topic)
         self.alarms: dict[str, cloudwatch.Alarm] = {}
 

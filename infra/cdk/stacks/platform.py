@@ -23,7 +23,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.cdk.config import DeployConfig
-from infra.cdk.naming import pascal, rule_name
+from infra.cdk.naming import pascal, resource_name, rule_name
 from ragline.topology import BUS_NAME, DEFAULT_BUS, TOPOLOGY, QueueSpec, RuleSpec
 
 DLQ_RETENTION = Duration.days(14)
@@ -39,7 +39,7 @@ class PlatformStack(Stack):
         self.key = kms.Key(
             self,
             "Key",
-            alias=f"alias/ragline-{config.stage}",
+            alias=f"alias/{resource_name(config.stage)}",
             description=f"ragline-{config.stage}: buckets, tables, queues, the event bus and the search index",
             enable_key_rotation=True,
             removal_policy=config.cdk_removal_policy,
@@ -49,7 +49,7 @@ class PlatformStack(Stack):
         self.alarm_topic = sns.Topic(
             self,
             "Alarms",
-            topic_name=f"ragline-{config.stage}-alarms",
+            topic_name=resource_name(config.stage, "alarms"),
             master_key=self.key,
             enforce_ssl=True,
         )

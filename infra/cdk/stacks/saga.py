@@ -102,6 +102,50 @@ class SagaStack(Stack):
         task.add_retry(errors=list(TRANSIENT_ERRORS), max_delay=MAX_DELAY, **TRANSIENT_RETRY)
         return task
 
+    @staticmethod
+    def _after_pivot(steps: list[tasks.LambdaInvoke], fail: sfn.IChainable) -> list[tasks.LambdaInvoke]:
+        """The steps after the pivot: nothing can be undone, so any error is retried before `fail`."""
+        for step in steps:
+            step.add_retry(errors=[sfn.Errors.ALL], max_delay=MAX_DELAY, **AFTER_PIVOT_RETRY)
+            step.add_catch(fail, errors=[sfn.Errors.ALL], result_path="$.error")
+        return steps
+
+    def _state_machine(
+        self,
+        config: DeployConfig,
+        construct_id: str,
+        name: str,
+        head: sfn.Chain,
+        after_pivot: list[tasks.LambdaInvoke],
+        done: sfn.Succeed,
+        *,
+        comment: str,
+    ) -> sfn.StateMachine:
+        """`head`, then the after-pivot steps in order, then `done`: a state machine under its
+        explicit name (the ingest API starts it by name), traced, logged to its own log group."""
+        chain = head
+        for step in after_pivot:
+            chain = chain.next(step)
+        chain = chain.next(done)
+        log_group = logs.LogGroup(
+            self,
+            f"{construct_id}Logs",
+            retention=config.log_retention,
+            removal_policy=config.cdk_removal_policy,
+        )
+        machine = sfn.StateMachine(
+            self,
+            construct_id,
+            state_machine_name=state_machine_name(config.stage, name),
+            definition_body=sfn.DefinitionBody.from_chainable(chain),
+            tracing_enabled=True,
+            logs=saga_logs(log_group),
+            timeout=Duration.hours(2),
+            comment=comment,
+        )
+        tag_state_machine(machine, name)
+        return machine
+
     def _document_delete(
         self, config: DeployConfig, ingest: lambda_.IFunction, index: lambda_.IFunction
     ) -> sfn.StateMachine:
@@ -125,36 +169,19 @@ class SagaStack(Stack):
         vectors = self._task(DELETE_VECTORS, index, result_path="$.vectors")
         vectors.add_catch(reindex, errors=everything, result_path="$.error")
 
-        after_pivot = [
-            self._task(step, ingest) for step in (DELETE_OBJECTS, DELETE_RECORD, PUBLISH_DELETED, COMPLETE)
-        ]
-        for step in after_pivot:
-            step.add_retry(errors=everything, max_delay=MAX_DELAY, **AFTER_PIVOT_RETRY)
-            step.add_catch(fail, errors=everything, result_path="$.error")
-
-        chain = sfn.Chain.start(mark).next(vectors)
-        for step in after_pivot:
-            chain = chain.next(step)
-        chain = chain.next(sfn.Succeed(self, "Deleted"))
-
-        log_group = logs.LogGroup(
-            self,
-            "DocumentDeleteLogs",
-            retention=config.log_retention,
-            removal_policy=config.cdk_removal_policy,
+        after_pivot = self._after_pivot(
+            [self._task(step, ingest) for step in (DELETE_OBJECTS, DELETE_RECORD, PUBLISH_DELETED, COMPLETE)],
+            fail,
         )
-        machine = sfn.StateMachine(
-            self,
+        return self._state_machine(
+            config,
             "DocumentDelete",
-            state_machine_name=state_machine_name(config.stage, DELETE_STATE_MACHINE),
-            definition_body=sfn.DefinitionBody.from_chainable(chain),
-            tracing_enabled=True,
-            logs=saga_logs(log_group),
-            timeout=Duration.hours(2),
+            DELETE_STATE_MACHINE,
+            sfn.Chain.start(mark).next(vectors),
+            after_pivot,
+            sfn.Succeed(self, "Deleted"),
             comment="Delete a document: mark, delete vectors (pivot), objects, record, announce (docs/saga.md)",
         )
-        tag_state_machine(machine, DELETE_STATE_MACHINE)
-        return machine
 
     def _document_update(
         self, config: DeployConfig, ingest: lambda_.IFunction, index: lambda_.IFunction
@@ -193,41 +220,27 @@ class SagaStack(Stack):
         switch.add_catch(check, errors=everything, result_path="$.error")
         check.add_catch(fail, errors=everything, result_path="$.compensation_error")
 
-        after_pivot = [
-            self._task(DELETE_OLD_VECTORS, index, result_path="$.old_vectors", scope=scope),
-            self._task(INVALIDATE_CACHE, ingest, scope=scope),
-            self._task(COMPLETE, ingest, scope=scope),
-        ]
-        for step in after_pivot:
-            step.add_retry(errors=everything, max_delay=MAX_DELAY, **AFTER_PIVOT_RETRY)
-            step.add_catch(fail, errors=everything, result_path="$.error")
+        after_pivot = self._after_pivot(
+            [
+                self._task(DELETE_OLD_VECTORS, index, result_path="$.old_vectors", scope=scope),
+                self._task(INVALIDATE_CACHE, ingest, scope=scope),
+                self._task(COMPLETE, ingest, scope=scope),
+            ],
+            fail,
+        )
         check.next(
             sfn.Choice(scope, "WasSwitched")
             .when(sfn.Condition.boolean_equals("$.switch.switched", True), after_pivot[0])
             .otherwise(remove)
         )
 
-        chain = sfn.Chain.start(reserve).next(parse).next(index_version).next(activate).next(switch)
-        for step in after_pivot:
-            chain = chain.next(step)
-        chain = chain.next(sfn.Succeed(scope, "Updated"))
-
-        log_group = logs.LogGroup(
-            self,
-            "DocumentUpdateLogs",
-            retention=config.log_retention,
-            removal_policy=config.cdk_removal_policy,
-        )
-        machine = sfn.StateMachine(
-            self,
+        return self._state_machine(
+            config,
             "DocumentUpdate",
-            state_machine_name=state_machine_name(config.stage, UPDATE_STATE_MACHINE),
-            definition_body=sfn.DefinitionBody.from_chainable(chain),
-            tracing_enabled=True,
-            logs=saga_logs(log_group),
-            timeout=Duration.hours(2),
+            UPDATE_STATE_MACHINE,
+            sfn.Chain.start(reserve).next(parse).next(index_version).next(activate).next(switch),
+            after_pivot,
+            sfn.Succeed(scope, "Updated"),
             comment="Update a document: reserve, chunk, index inactive, activate, switch (pivot), "
             "delete the old vectors, invalidate the answer cache (docs/saga.md)",
         )
-        tag_state_machine(machine, UPDATE_STATE_MACHINE)
-        return machine

@@ -68,8 +68,9 @@ def _default_machine_clients() -> MachineClients:
         import boto3
         from botocore.config import Config
 
-        # Cognito waits 5 seconds for the whole trigger.
-        config = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 2, "mode": "standard"})
+        # Cognito waits 5 seconds for the whole trigger: two attempts of at most 1 s to connect and 1 s
+        # to read (4 s, plus a sub-second backoff) fit in it; 2 s reads (6 s) would not.
+        config = Config(connect_timeout=1, read_timeout=1, retries={"max_attempts": 2, "mode": "standard"})
         _machine_clients = MachineClients(
             boto3.client("ssm", config=config), os.environ["RAGLINE_MACHINE_CLIENTS_PARAMETER"]
         )
